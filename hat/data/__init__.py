@@ -1,0 +1,32 @@
+"""Corpus preparation (tensorstore) and the grain pipeline that packs words into byte sequences."""
+
+from hat.data.corpus import (
+    CorpusError,
+    Document,
+    PreparedCorpus,
+    load_prepared,
+    prepare_corpus,
+    prepare_in_memory,
+    resolve_documents,
+    split_documents,
+    stdlib_root,
+)
+from hat.data.pipeline import PackedSequences, eval_dataset, iterate_from, make_example, pack_sequences, train_dataset
+
+__all__ = [
+    "CorpusError",
+    "Document",
+    "PackedSequences",
+    "PreparedCorpus",
+    "eval_dataset",
+    "iterate_from",
+    "load_prepared",
+    "make_example",
+    "pack_sequences",
+    "prepare_corpus",
+    "prepare_in_memory",
+    "resolve_documents",
+    "split_documents",
+    "stdlib_root",
+    "train_dataset",
+]

@@ -1,0 +1,134 @@
+"""Packing whole words into fixed-length byte sequences, and the grain pipeline that batches them.
+
+Every sequence is `[EOT] + whole words`, at most `seq_bytes + 1` bytes: inputs are positions 0..n-1 and
+targets positions 1..n, so consecutive sequences score every corpus byte exactly once, and the leading EOT gives
+the first word a byte to be predicted from. Batches are addressed by step (`batch = dataset[step]`), so a resumed
+run starts at any step without replaying the earlier ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grain
+import numpy as np
+
+from hat.config import EOT_BYTE
+from hat.data.corpus import PreparedCorpus
+
+_PACK_CHUNK_WORDS = 1 << 22
+
+
+def pack_sequences(corpus: PreparedCorpus, seq_bytes: int, max_words: int) -> np.ndarray:
+    """Greedy packing: the first word of every sequence, plus a final sentinel (int64, length num_seqs + 1).
+
+    Sequence i holds words [starts[i], starts[i+1]); their bytes total at most `seq_bytes` and they number at
+    most `max_words - 1` (one slot is the leading EOT). Word starts are read in chunks, so this works on corpora
+    larger than memory.
+    """
+    first_words = [0]
+    num_words = corpus.num_words
+    chunk_base = 0
+    chunk = corpus.read_word_starts(0, min(num_words + 1, _PACK_CHUNK_WORDS))
+    word = 0
+    while word < num_words:
+        if word + max_words + 1 > chunk_base + len(chunk) and chunk_base + len(chunk) < num_words + 1:
+            chunk_base = word
+            chunk = corpus.read_word_starts(word, min(num_words + 1, word + _PACK_CHUNK_WORDS))
+        local = word - chunk_base
+        limit = chunk[local] + seq_bytes
+        # The last word end that still fits the byte budget, capped by the word budget.
+        end_local = int(np.searchsorted(chunk, limit, side="right")) - 1
+        end_local = min(end_local, local + max_words - 1, num_words - chunk_base)
+        if end_local <= local:
+            raise ValueError(f"word {word} is longer than seq_bytes={seq_bytes}; raise data.seq_bytes")
+        word = chunk_base + end_local
+        first_words.append(word)
+    return np.asarray(first_words, np.int64)
+
+
+@dataclass(frozen=True)
+class PackedSequences(grain.sources.RandomAccessDataSource):
+    """Random access to packed training examples, read lazily from a prepared corpus.
+
+    Each example is a dict of int32 arrays of length `seq_bytes`: `inputs`, `targets`, `word_ids` (the input
+    byte's word index within the sequence; `max_words` marks padding), and float32 masks `loss_mask` (a real
+    target) and `text_mask` (a real target that is a corpus byte, not an end-of-document separator).
+    """
+
+    corpus: PreparedCorpus
+    first_words: np.ndarray
+    seq_bytes: int
+    max_words: int
+
+    @classmethod
+    def build(cls, corpus: PreparedCorpus, seq_bytes: int, max_words: int) -> PackedSequences:
+        """Packs `corpus` and returns the source over its sequences."""
+        return cls(corpus, pack_sequences(corpus, seq_bytes, max_words), seq_bytes, max_words)
+
+    def __len__(self) -> int:
+        return len(self.first_words) - 1
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        first, last = int(self.first_words[index]), int(self.first_words[index + 1])
+        starts = self.corpus.read_word_starts(first, last + 1)
+        begin, end = int(starts[0]), int(starts[-1])
+        return make_example(
+            self.corpus.read_bytes(begin, end),
+            starts - begin,
+            separators=self.corpus.doc_ends[
+                np.searchsorted(self.corpus.doc_ends, begin) : np.searchsorted(self.corpus.doc_ends, end)
+            ]
+            - begin,
+            seq_bytes=self.seq_bytes,
+            max_words=self.max_words,
+        )
+
+
+def make_example(
+    data: np.ndarray, word_starts: np.ndarray, separators: np.ndarray, seq_bytes: int, max_words: int
+) -> dict[str, np.ndarray]:
+    """Lays out one sequence: EOT, then `data` (whole words starting at `word_starts`), padded to seq_bytes."""
+    n = len(data)
+    sequence = np.zeros(seq_bytes + 1, np.int32)
+    sequence[0] = EOT_BYTE
+    sequence[1 : n + 1] = data
+    word_ids = np.full(seq_bytes, max_words, np.int32)
+    word_ids[0] = 0
+    # Word k of `data` is word k + 1 of the sequence (word 0 is the EOT). Input position i holds data[i - 1];
+    # the last data byte is only ever a target.
+    word_of_byte = np.repeat(np.arange(1, len(word_starts), dtype=np.int32), np.diff(word_starts))
+    word_ids[1:n] = word_of_byte[: n - 1]
+    loss_mask = np.zeros(seq_bytes, np.float32)
+    loss_mask[:n] = 1.0
+    text_mask = loss_mask.copy()
+    text_mask[separators] = 0.0
+    return {
+        "inputs": sequence[:-1],
+        "targets": sequence[1:],
+        "word_ids": word_ids,
+        "loss_mask": loss_mask,
+        "text_mask": text_mask,
+    }
+
+
+def train_dataset(source: PackedSequences, batch_size: int, seed: int) -> grain.MapDataset:
+    """Infinite, shuffled (reshuffled every epoch), batched dataset; `dataset[step]` is the batch for `step`."""
+    if len(source) == 0:
+        raise ValueError("the training corpus packs into zero sequences; add text to data.corpus")
+    return grain.MapDataset.source(source).shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)
+
+
+def eval_dataset(source: PackedSequences, batch_size: int, max_sequences: int = 0) -> grain.MapDataset:
+    """Held-out sequences in corpus order (the first `max_sequences`, or all when 0), batched, last batch padded."""
+    ds = grain.MapDataset.source(source)
+    if max_sequences:
+        ds = ds[: min(max_sequences, len(source))]
+    return ds.batch(batch_size, drop_remainder=False)
+
+
+def iterate_from(dataset: grain.MapDataset, start_step: int, num_threads: int = 2) -> Iterator[dict[str, np.ndarray]]:
+    """Batches `start_step, start_step + 1, ...` with background prefetching; no earlier batch is read."""
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=8)
+    return iter(dataset[start_step:].to_iter_dataset(options))

@@ -1,0 +1,97 @@
+"""Models over bytes: `HAT` (hierarchical) and `ByteLM` (flat), built from a `ModelConfig`.
+
+    model = build_model(cfg, rngs=nnx.Rngs(seed))
+    logits_BxTxV = model(bytes_BxT, word_ids_BxT, num_words=W)
+
+Both are pure functions of their `nnx.Param`s (no other state), so `nnx.split(model, nnx.Param)` and
+`nnx.merge(graphdef, params)(...)` inside `jax.jit` is all a trainer needs.
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from hat.config import ModelConfig, TransformerConfig
+from hat.models.hat import HAT, pooling_head_dim
+from hat.models.lm import ByteLM
+from hat.models.sharding import logical_axes, make_param
+
+__all__ = ["HAT", "ByteLM", "build_model", "count_params", "flops_per_byte", "logical_axes", "make_param"]
+
+# Reporting groups: top-level parameter paths (first one or two path keys) that make up each part.
+_PARAM_GROUPS = {
+    "embedding": (("encoder", "embedding_layer"), ("embedding_layer",)),
+    "encoder": (("encoder", "layers"),),
+    "pooling": (("encoder_connector",),),
+    "backbone": (("backbone",),),
+    "decoder": (("decoder_connector",), ("decoder",)),
+    "head": (("layer_norm",), ("lm_head",)),
+}
+
+
+def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> HAT | ByteLM:
+    """`HAT` when `cfg.kind == "hat"`, `ByteLM` when `"byte_lm"`."""
+    if cfg.kind == "hat":
+        return HAT(cfg, rngs=rngs)
+    if cfg.kind == "byte_lm":
+        return ByteLM(cfg, rngs=rngs)
+    raise ValueError(f"unknown model kind {cfg.kind!r}; expected 'hat' or 'byte_lm'")
+
+
+def count_params(model: nnx.Module) -> dict[str, int]:
+    """Parameter counts per part (embedding, encoder, pooling, backbone, decoder, head; parts a model lacks are
+    omitted) and `total`."""
+    counts = dict.fromkeys(_PARAM_GROUPS, 0)
+    total = 0
+    for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        size = int(param[...].size)
+        total += size
+        keys = tuple(str(key) for key in path)
+        group = next(
+            name for name, prefixes in _PARAM_GROUPS.items() if any(keys[: len(p)] == p for p in prefixes)
+        )
+        counts[group] += size
+    return {name: count for name, count in counts.items() if count} | {"total": total}
+
+
+def _mean_context(length: float, window: int | None) -> float:
+    """Average number of keys a causal query sees over `length` positions (a window caps it)."""
+    if window is None or window >= length:
+        return (length + 1) / 2
+    return window - window * (window - 1) / (2 * length)
+
+
+def _layer_flops(cfg: TransformerConfig, context: float) -> float:
+    """Forward matmul FLOPs of one Llama layer at one position that attends to `context` keys."""
+    dim, head_dim = cfg.hidden_size, cfg.resolved_head_dim
+    projections = 2 * dim * head_dim * (2 * cfg.num_heads + 2 * cfg.num_kv_heads)
+    mlp = 2 * 3 * dim * cfg.mlp_hidden_size
+    attention = 2 * 2 * cfg.num_heads * head_dim * context
+    return projections + mlp + attention
+
+
+def flops_per_byte(cfg: ModelConfig, seq_bytes: int, bytes_per_word: float) -> float:
+    """Forward matmul FLOPs per byte for sequences of `seq_bytes` bytes (`seq_bytes / bytes_per_word` words).
+
+    Counts every projection, the attention score and value products (causal: each query sees its mean number of
+    keys, capped by a sliding window) and the byte head; not the embedding lookups, norms or softmaxes.
+    Backward is about twice this.
+    """
+
+    def stack(tcfg: TransformerConfig, length: float) -> float:
+        return tcfg.num_layers * _layer_flops(tcfg, _mean_context(length, tcfg.sliding_window))
+
+    if cfg.kind == "byte_lm":
+        return stack(cfg.backbone, seq_bytes) + 2 * cfg.backbone.hidden_size * cfg.vocab_size
+    enc, pool, dec = cfg.encoder.hidden_size, cfg.pooling, cfg.decoder.hidden_size
+    head_dim, width = pooling_head_dim(cfg), cfg.backbone.hidden_size
+    per_byte = stack(cfg.encoder, seq_bytes) + stack(cfg.decoder, seq_bytes) + 2 * dec * cfg.vocab_size
+    # Pooling: k and v of every byte, plus one score and one weighted value per byte and head.
+    per_byte += 2 * 2 * enc * pool.num_kv_heads * head_dim + 2 * 2 * pool.num_heads * head_dim
+    cross_layers = cfg.decoder.num_layers if cfg.cross_attn_every_layer else min(cfg.decoder.num_layers, 1)
+    per_word = (
+        stack(cfg.backbone, seq_bytes / bytes_per_word)
+        + 2 * pool.num_heads * head_dim * width
+        + cross_layers * (2 * width * pool.num_kv_heads * head_dim + 2 * pool.num_heads * head_dim * dec)
+    )
+    return per_byte + per_word / bytes_per_word

@@ -1,0 +1,220 @@
+"""Llama building blocks: RMSNorm, RoPE, grouped-query attention, SwiGLU, the decoder layer and a layer stack.
+
+Parameters are float32; activations and matmuls run in the model's compute dtype; norms and the attention softmax
+run in float32. Projection kernels keep heads as their own axis (`embed x heads x head_dim`) so that a sharding
+rule can split heads without reshapes. Positions are explicit arrays, because HAT rotates queries and keys at
+positions of different kinds (word index and byte index).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hat.config import TransformerConfig
+from hat.models.sharding import make_param
+
+INIT_STD = 0.02
+
+
+def normal_init(std: float) -> nnx.Initializer:
+    """A zero-mean normal initializer with standard deviation `std`."""
+    return nnx.initializers.normal(std)
+
+
+def fan_in_init(fan_in: int) -> nnx.Initializer:
+    """Variance-preserving init (std 1/sqrt(fan_in)): the output has the scale of the input."""
+    return normal_init(1.0 / math.sqrt(fan_in))
+
+
+def output_init(num_layers: int) -> nnx.Initializer:
+    """Init for projections that write into the residual stream, scaled down with depth (GPT-2 style)."""
+    return normal_init(INIT_STD / math.sqrt(2 * max(num_layers, 1)))
+
+
+def cast(param: nnx.Param, dtype: jnp.dtype) -> jax.Array:
+    """The parameter's value in the compute dtype."""
+    return param[...].astype(dtype)
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square norm with a learned scale, computed in float32 and returned in the input dtype."""
+
+    def __init__(self, dim: int, *, eps: float, rngs: nnx.Rngs, axis_name: str = "embed"):
+        self.eps = eps
+        self.scale = make_param(rngs, nnx.initializers.ones, (dim,), (axis_name,))
+
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        x32 = x_BxTxD.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (normed * self.scale[...]).astype(x_BxTxD.dtype)
+
+
+def apply_rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding in the Llama/HF "rotate half" layout (pairs are (i, i + H/2)).
+
+    `positions_BxT` may hold any integer positions (byte index, word index), one per query or key.
+    """
+    head_dim = x_BxTxNxH.shape[-1]
+    inv_freq_K = theta ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    angles_BxTxK = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_K
+    angles_BxTx1xH = jnp.concatenate([angles_BxTxK, angles_BxTxK], axis=-1)[..., None, :]
+    x32 = x_BxTxNxH.astype(jnp.float32)
+    x1, x2 = jnp.split(x32, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    out = x32 * jnp.cos(angles_BxTx1xH) + rotated * jnp.sin(angles_BxTx1xH)
+    return out.astype(x_BxTxNxH.dtype)
+
+
+def causal_attention(
+    q_BxTxNxH: jax.Array, k_BxTxKxH: jax.Array, v_BxTxKxH: jax.Array, window: int | None
+) -> jax.Array:
+    """Causal grouped-query attention; with a window shorter than the sequence, only T x 2w scores are formed.
+
+    `jax.nn.dot_product_attention` with `local_window_size` still builds every T x T score (on CPU and in its XLA
+    path), which makes byte-level layers with a short window as slow as full attention.
+    """
+    length = q_BxTxNxH.shape[1]
+    if window is None or window >= length:
+        return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, is_causal=True)
+    return blocked_window_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, window)
+
+
+def blocked_window_attention(
+    q_BxTxNxH: jax.Array, k_BxTxKxH: jax.Array, v_BxTxKxH: jax.Array, window: int
+) -> jax.Array:
+    """Sliding-window causal attention in blocks of `window` queries, each reading its own and the previous block.
+
+    A query at t sees keys t - window + 1 .. t, which always lie in those two blocks.
+    """
+    batch, length, heads, head_dim = q_BxTxNxH.shape
+    kv_heads = k_BxTxKxH.shape[2]
+    blocks = -(-length // window)
+    pad = blocks * window - length
+
+    def to_blocks(x: jax.Array) -> jax.Array:
+        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        return x.reshape(batch, blocks, window, *x.shape[2:])
+
+    q_BxCxWxKxGxH = to_blocks(q_BxTxNxH).reshape(batch, blocks, window, kv_heads, heads // kv_heads, head_dim)
+    k_BxCxWxKxH, v_BxCxWxKxH = to_blocks(k_BxTxKxH), to_blocks(v_BxTxKxH)
+    shift = lambda x: jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0), (0, 0)))[:, :-1]  # noqa: E731
+    k_BxCxSxKxH = jnp.concatenate([shift(k_BxCxWxKxH), k_BxCxWxKxH], axis=2)
+    v_BxCxSxKxH = jnp.concatenate([shift(v_BxCxWxKxH), v_BxCxWxKxH], axis=2)
+    scores_BxCxKxGxWxS = jnp.einsum(
+        "bcwkgh,bcskh->bckgws", q_BxCxWxKxGxH, k_BxCxSxKxH, preferred_element_type=jnp.float32
+    ) / jnp.sqrt(jnp.float32(head_dim))
+    # Query i of a block sits at key slot i + window; it may read slots i + 1 .. i + window. Block 0 has no
+    # previous block, so its first `window` slots are padding.
+    query_W1 = jnp.arange(window)[:, None] + window
+    key_1S = jnp.arange(2 * window)[None, :]
+    allowed_WxS = (key_1S <= query_W1) & (key_1S > query_W1 - window)
+    allowed_CxWxS = allowed_WxS[None] & ((jnp.arange(blocks)[:, None, None] > 0) | (key_1S >= window)[None])
+    scores_BxCxKxGxWxS = jnp.where(allowed_CxWxS[None, :, None, None], scores_BxCxKxGxWxS, -jnp.inf)
+    weights = jax.nn.softmax(scores_BxCxKxGxWxS, axis=-1).astype(v_BxTxKxH.dtype)
+    out_BxCxWxKxGxH = jnp.einsum("bckgws,bcskh->bcwkgh", weights, v_BxCxSxKxH)
+    return out_BxCxWxKxGxH.reshape(batch, blocks * window, heads, head_dim)[:, :length]
+
+
+class Attention(nnx.Module):
+    """Causal grouped-query self-attention with RoPE, optional per-head QK-norm and optional sliding window.
+
+    With `sliding_window = w`, a position attends to itself and the `w - 1` positions before it (the HF/Mistral
+    convention; cuDNN's `sliding_window_length`).
+    """
+
+    def __init__(self, cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        dim, heads, kv_heads, head_dim = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
+        self.dtype = dtype
+        self.rope_theta = cfg.rope_theta
+        self.sliding_window = cfg.sliding_window
+        init = normal_init(INIT_STD)
+        self.q_proj = make_param(rngs, init, (dim, heads, head_dim), ("embed", "heads", "head_dim"))
+        self.k_proj = make_param(rngs, init, (dim, kv_heads, head_dim), ("embed", "kv_heads", "head_dim"))
+        self.v_proj = make_param(rngs, init, (dim, kv_heads, head_dim), ("embed", "kv_heads", "head_dim"))
+        self.o_proj = make_param(
+            rngs, output_init(cfg.num_layers), (heads, head_dim, dim), ("heads", "head_dim", "embed")
+        )
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(head_dim, eps=cfg.norm_eps, rngs=rngs, axis_name="head_dim")
+            self.k_norm = RMSNorm(head_dim, eps=cfg.norm_eps, rngs=rngs, axis_name="head_dim")
+        else:
+            self.q_norm = self.k_norm = None
+
+    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array) -> jax.Array:
+        q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, cast(self.q_proj, self.dtype))
+        k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.k_proj, self.dtype))
+        v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.v_proj, self.dtype))
+        if self.q_norm is not None:
+            q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
+        q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, self.rope_theta)
+        k_BxTxKxH = apply_rope(k_BxTxKxH, positions_BxT, self.rope_theta)
+        out_BxTxNxH = causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, self.sliding_window)
+        return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(self.o_proj, self.dtype))
+
+
+class MLP(nnx.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        dim, hidden = cfg.hidden_size, cfg.mlp_hidden_size
+        self.dtype = dtype
+        init = normal_init(INIT_STD)
+        self.gate_proj = make_param(rngs, init, (dim, hidden), ("embed", "mlp"))
+        self.up_proj = make_param(rngs, init, (dim, hidden), ("embed", "mlp"))
+        self.down_proj = make_param(rngs, output_init(cfg.num_layers), (hidden, dim), ("mlp", "embed"))
+
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        gate_BxTxF = x_BxTxD @ cast(self.gate_proj, self.dtype)
+        up_BxTxF = x_BxTxD @ cast(self.up_proj, self.dtype)
+        return (jax.nn.silu(gate_BxTxF) * up_BxTxF) @ cast(self.down_proj, self.dtype)
+
+
+class DecoderLayer(nnx.Module):
+    """One pre-norm Llama layer: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps, rngs=rngs)
+        self.self_attn = Attention(cfg, dtype=dtype, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps, rngs=rngs)
+        self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array) -> jax.Array:
+        x_BxTxD = x_BxTxD + self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT)
+        return x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD))
+
+
+def make_layers(cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.List:
+    """`cfg.num_layers` Llama layers (parameter paths `layers.0`, `layers.1`, ... as in HF and released HAT)."""
+    return nnx.List([DecoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_layers)])
+
+
+def call_layer(layer: nnx.Module, remat: bool, *args: jax.Array) -> jax.Array:
+    """`layer(*args)`, rematerialised in the backward pass when `remat` (saves activations, costs compute)."""
+    if remat:
+        return nnx.remat(lambda module, *inputs: module(*inputs))(layer, *args)
+    return layer(*args)
+
+
+def run_layers(
+    layers: Sequence[nnx.Module], x_BxTxD: jax.Array, positions_BxT: jax.Array, *, remat: bool
+) -> jax.Array:
+    """Applies the layers in order."""
+    for layer in layers:
+        x_BxTxD = call_layer(layer, remat, x_BxTxD, positions_BxT)
+    return x_BxTxD
+
+
+class LlamaStack(nnx.Module):
+    """A stack of Llama layers without embedding, final norm or head (the HAT backbone)."""
+
+    def __init__(self, cfg: TransformerConfig, *, dtype: jnp.dtype, remat: bool, rngs: nnx.Rngs):
+        self.remat = remat
+        self.layers = make_layers(cfg, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array) -> jax.Array:
+        return run_layers(self.layers, x_BxTxD, positions_BxT, remat=self.remat)

@@ -1,0 +1,33 @@
+"""ByteLM: the flat baseline, a Llama stack run directly over bytes (same call signature as HAT)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hat.config import ModelConfig
+from hat.models.layers import INIT_STD, LlamaStack, RMSNorm, normal_init
+from hat.models.sharding import make_param
+
+
+class ByteLM(nnx.Module):
+    """Byte embedding -> `cfg.backbone` Llama layers over bytes (causal, RoPE at byte positions) -> RMSNorm -> head."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.dtype = jnp.dtype(cfg.compute_dtype)
+        dim = cfg.backbone.hidden_size
+        self.embedding_layer = make_param(rngs, normal_init(INIT_STD), (cfg.vocab_size, dim), ("vocab", "embed"))
+        self.backbone = LlamaStack(cfg.backbone, dtype=self.dtype, remat=cfg.remat, rngs=rngs)
+        self.layer_norm = RMSNorm(dim, eps=cfg.backbone.norm_eps, rngs=rngs)
+        self.lm_head = make_param(rngs, normal_init(INIT_STD), (dim, cfg.vocab_size), ("embed", "vocab"))
+
+    def __call__(
+        self, bytes_BxT: jax.Array, word_ids_BxT: jax.Array | None = None, num_words: int | None = None
+    ) -> jax.Array:
+        """Logits B x T x V (float32); the logit at position t predicts byte t + 1. Word ids are ignored."""
+        del word_ids_BxT, num_words
+        x_BxTxD = jnp.take(self.embedding_layer[...], bytes_BxT, axis=0).astype(self.dtype)
+        positions_1xT = jnp.arange(bytes_BxT.shape[1], dtype=jnp.int32)[None, :]
+        x_BxTxD = self.backbone(x_BxTxD, positions_1xT)
+        return self.layer_norm(x_BxTxD.astype(jnp.float32)) @ self.lm_head[...]

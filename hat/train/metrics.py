@@ -1,0 +1,42 @@
+"""Metric sinks: one JSON object per logged step in `<workdir>/metrics.jsonl`, mirrored to TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tensorboardX import SummaryWriter
+
+
+class MetricWriter:
+    """Appends `{"step": N, name: value, ...}` lines to metrics.jsonl and scalars to TensorBoard event files."""
+
+    def __init__(self, workdir: str | Path) -> None:
+        self.path = Path(workdir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a")
+        self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        """Records `metrics` at `step`; non-finite floats are written as null in JSON (JSON has no NaN)."""
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+        self._file.write(json.dumps({"step": step, **clean}) + "\n")
+        self._file.flush()
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)):
+                self._tensorboard.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        """Flushes and closes both sinks."""
+        self._file.close()
+        self._tensorboard.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Reads a metrics.jsonl file (a run's workdir or the file itself) into a list of dicts."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,69 @@
+"""Config loading: defaults, overrides, and clear errors for unknown or mistyped keys."""
+
+from pathlib import Path
+
+import pytest
+
+from hat.config import CONFIG_DIR, Config, ConfigError, config_from_dict, load_config, to_dict
+
+
+def test_default_config_loads_and_is_hat():
+    config = load_config()
+    assert config.model.kind == "hat"
+    assert config.data.corpus == "stdlib"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    load_config(path)
+
+
+def test_dotted_overrides_are_typed():
+    config = load_config(None, ["train.steps=7", "train.learning_rate=1e-3", "workdir=runs/x", "model.remat=true"])
+    assert config.train.steps == 7 and config.train.learning_rate == 1e-3
+    assert config.workdir == "runs/x" and config.model.remat is True
+
+
+def test_nested_override_keeps_sibling_defaults():
+    config = load_config(None, ["model.backbone.num_layers=2"])
+    assert config.model.backbone.num_layers == 2
+    assert config.model.backbone.hidden_size == load_config().model.backbone.hidden_size
+
+
+def test_unknown_key_names_it_and_suggests():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.stpes'.*train\.steps"):
+        load_config(None, ["train.stpes=5"])
+
+
+def test_unknown_top_level_key_in_file(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("modle: {kind: hat}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'modle'.*did you mean model"):
+        load_config(path)
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"'train\.batch_size' must be int, got 'big'"):
+        load_config(None, ["train.batch_size=big"])
+
+
+def test_bad_literal_lists_choices():
+    with pytest.raises(ConfigError, match=r"model\.kind.*\['hat', 'byte_lm'\]"):
+        load_config(None, ["model.kind=gpt"])
+
+
+def test_missing_config_file_is_one_line():
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml") as info:
+        load_config("nope.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_cross_field_validation():
+    with pytest.raises(ConfigError, match="must equal model.encoder.hidden_size"):
+        load_config(None, ["model.decoder.hidden_size=64"])
+
+
+def test_round_trip_through_dict():
+    config = load_config(None, ["data.corpus=[a.txt, b/]"])
+    assert config_from_dict(to_dict(config)) == config
+    assert isinstance(config_from_dict({}), Config)

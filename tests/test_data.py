@@ -1,0 +1,133 @@
+"""Corpus preparation, held-out split, word packing and the step-addressable grain pipeline."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hat.config import EOT_BYTE
+from hat.data import (
+    CorpusError,
+    PackedSequences,
+    iterate_from,
+    prepare_corpus,
+    prepare_in_memory,
+    resolve_documents,
+    split_documents,
+    train_dataset,
+)
+from hat.text import split_words
+
+
+@pytest.fixture
+def text_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / "a.py").write_text("def f(x):\n    return x + 1  # add one\n" * 20)
+    (root / "b.md").write_text("Héllo, wörld! 日本語のテキスト 🙂 camelCaseWords and snake_case_words.\n" * 15)
+    (root / "empty.txt").write_bytes(b"")
+    (root / "binary.bin").write_bytes(bytes(range(256)) * 4 + b"\xff\xfe\x00\xc3")
+    (root / "longline.txt").write_bytes(b"x" * 5000)
+    return root
+
+
+def test_stdlib_default_corpus_is_available_offline():
+    docs = resolve_documents("stdlib")
+    assert len(docs) > 100
+    assert all(d.path.suffix == ".py" and "site-packages" not in d.path.parts for d in docs)
+
+
+def test_missing_corpus_path_is_named(tmp_path: Path):
+    with pytest.raises(CorpusError, match=r"corpus path not found: .*nowhere"):
+        resolve_documents([str(tmp_path / "nowhere")])
+
+
+def test_glob_and_directory_sources(text_dir: Path):
+    assert {d.path.name for d in resolve_documents(str(text_dir))} == {
+        "a.py", "b.md", "empty.txt", "binary.bin", "longline.txt"
+    }
+    assert [d.path.name for d in resolve_documents(str(text_dir / "*.py"))] == ["a.py"]
+
+
+def test_heldout_split_is_deterministic_and_disjoint():
+    docs = resolve_documents("stdlib")
+    train1, held1 = split_documents(docs, 0.02)
+    train2, held2 = split_documents(list(reversed(docs)), 0.02)
+    assert {d.key for d in held1} == {d.key for d in held2}
+    assert not {d.key for d in train1} & {d.key for d in held1}
+    assert len(train1) + len(held1) == len(docs)
+    assert 0.01 < len(held1) / len(docs) < 0.03
+
+
+def _corpus_bytes(corpus) -> bytes:
+    return corpus.read_bytes(0, corpus.num_bytes).tobytes()
+
+
+def test_prepared_corpus_is_lossless_and_word_aligned(text_dir: Path, tmp_path: Path):
+    docs = resolve_documents(str(text_dir))
+    corpus = prepare_corpus(docs, tmp_path / "cache", max_word_bytes=100)
+    expected_bytes, expected_words = b"", []
+    for doc in docs:
+        data = doc.path.read_bytes()
+        if data:
+            expected_bytes += data + bytes([EOT_BYTE])
+            expected_words += split_words(data, 100) + [bytes([EOT_BYTE])]
+    assert _corpus_bytes(corpus) == expected_bytes
+    starts = corpus.read_word_starts(0, corpus.num_words + 1)
+    words = [expected_bytes[a:b] for a, b in zip(starts[:-1], starts[1:])]
+    assert words == expected_words
+    assert corpus.num_text_bytes == sum(d.path.stat().st_size for d in docs)
+    # A second preparation reuses the cached arrays.
+    again = prepare_corpus(docs, tmp_path / "cache", max_word_bytes=100)
+    assert len(list((tmp_path / "cache").iterdir())) == 1 and again.num_bytes == corpus.num_bytes
+
+
+def _reassemble(source: PackedSequences) -> tuple[bytes, float]:
+    """The target bytes of all sequences in order, and the number of text bytes they score."""
+    out, text = bytearray(), 0.0
+    for i in range(len(source)):
+        ex = source[i]
+        n = int(ex["loss_mask"].sum())
+        out += bytes(ex["targets"][:n].astype(np.uint8))
+        text += ex["text_mask"].sum()
+        assert ex["inputs"][0] == EOT_BYTE and ex["word_ids"][0] == 0
+        ids = ex["word_ids"][:n]
+        assert np.all(np.diff(ids) >= 0) and ids.max() < source.max_words
+        assert np.all(ex["word_ids"][n:] == source.max_words)
+        assert np.all(ex["loss_mask"][n:] == 0)
+        # Inputs are the targets shifted by one.
+        np.testing.assert_array_equal(ex["inputs"][1:n], ex["targets"][: n - 1])
+    return bytes(out), text
+
+
+@pytest.mark.parametrize("seq_bytes,max_words", [(128, 64), (256, 16), (512, 400)])
+def test_packing_scores_every_byte_exactly_once(text_dir: Path, seq_bytes: int, max_words: int):
+    docs = resolve_documents(str(text_dir))
+    corpus = prepare_in_memory(docs, max_word_bytes=100)
+    source = PackedSequences.build(corpus, seq_bytes, max_words)
+    data, text_bytes = _reassemble(source)
+    assert data == _corpus_bytes(corpus)
+    assert text_bytes == corpus.num_text_bytes
+
+
+def test_word_ids_follow_the_splitter():
+    text = "Hello, world! howAreYou 日本語\n\tdone"
+    corpus = prepare_in_memory([text.encode()], max_word_bytes=100)
+    ex = PackedSequences.build(corpus, 128, 64)[0]
+    n = int(ex["loss_mask"].sum())
+    inputs = bytes(ex["inputs"][1:n].astype(np.uint8))
+    ids = ex["word_ids"][1:n]
+    regrouped = [bytes(inputs[i] for i in np.flatnonzero(ids == w)) for w in np.unique(ids)]
+    assert regrouped == split_words(text.encode(), 100)[: len(regrouped)]
+
+
+def test_batches_are_step_addressable(text_dir: Path):
+    corpus = prepare_in_memory(resolve_documents(str(text_dir)), max_word_bytes=100)
+    source = PackedSequences.build(corpus, 128, 64)
+    dataset = train_dataset(source, batch_size=4, seed=3)
+    resumed = next(iterate_from(dataset, 11))
+    for key, value in dataset[11].items():
+        np.testing.assert_array_equal(value, resumed[key])
+    rebuilt = train_dataset(PackedSequences.build(corpus, 128, 64), batch_size=4, seed=3)
+    np.testing.assert_array_equal(rebuilt[11]["inputs"], dataset[11]["inputs"])
+    assert not np.array_equal(train_dataset(source, 4, seed=4)[11]["inputs"], dataset[11]["inputs"])

@@ -1,0 +1,115 @@
+"""End-to-end: train.py on real bytes writes metrics and checkpoints, resumes, and the scripts read them."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY = [
+    "model.encoder.hidden_size=32", "model.encoder.mlp_hidden_size=64", "model.encoder.num_heads=2",
+    "model.encoder.num_kv_heads=2", "model.decoder.hidden_size=32", "model.decoder.mlp_hidden_size=64",
+    "model.decoder.num_heads=2", "model.decoder.num_kv_heads=2", "model.backbone.hidden_size=64",
+    "model.backbone.mlp_hidden_size=128", "model.backbone.num_layers=2", "model.backbone.num_heads=2",
+    "model.backbone.num_kv_heads=2", "model.pooling.num_heads=2", "model.pooling.num_kv_heads=2",
+    "data.seq_bytes=256", "data.max_words=96", "data.eval_fraction=0.3", "train.batch_size=4",
+    "train.log_every=2", "train.eval_every=4", "train.checkpoint_every=4", "train.eval_sequences=8",
+    "train.warmup_steps=2",
+]  # fmt: skip
+
+
+def _load_script(name: str):
+    path = REPO / ("train.py" if name == "train" else f"scripts/{name}.py")
+    spec = importlib.util.spec_from_file_location(f"hat_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    """Real text plus the awkward inputs users throw at a trainer."""
+    root = tmp_path_factory.mktemp("corpus")
+    stdlib = Path(json.__file__).parent
+    for i, path in enumerate(sorted(stdlib.glob("*.py"))):
+        (root / f"src{i}.py").write_bytes(path.read_bytes())
+    (root / "empty.txt").write_bytes(b"")
+    (root / "binary.bin").write_bytes(bytes(range(256)) * 8)
+    (root / "invalid.txt").write_bytes(b"caf\xc3 \xff\xfe ok \xe6\x97 \x80\x80 end\n" * 20)
+    (root / "longline.txt").write_bytes(b"y" * 1_000_000)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(corpus_dir: Path, tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("run")
+    code = _load_script("train").main([f"workdir={workdir}", f"data.corpus=['{corpus_dir}']", "train.steps=8", *TINY])
+    assert code == 0
+    return workdir
+
+
+def test_training_writes_metrics_and_checkpoints(trained_run: Path):
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "train/bits_per_byte" in r]
+    eval_rows = [r for r in rows if "eval/bits_per_byte" in r]
+    assert [r["step"] for r in train_rows] == [2, 4, 6, 8]
+    assert all(r["perf/bytes_per_sec"] > 0 for r in train_rows)
+    assert [r["step"] for r in eval_rows] == [4, 8]
+    assert all(0 < r["eval/bits_per_byte"] < 9 for r in eval_rows)
+    assert sorted(p.name for p in (trained_run / "checkpoints").iterdir() if p.name.isdigit()) == ["4", "8"]
+    assert list((trained_run / "tensorboard").iterdir())
+
+
+def test_resume_continues_from_latest_checkpoint(trained_run: Path, corpus_dir: Path, capsys):
+    code = _load_script("train").main([f"workdir={trained_run}", f"data.corpus=['{corpus_dir}']", "train.steps=10", *TINY])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "resumed from" in captured.out + captured.err
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6, 8, 10]
+
+
+def test_evaluate_script_scores_bad_files(trained_run: Path, corpus_dir: Path, capsys):
+    evaluate = _load_script("evaluate")
+    files = [corpus_dir / n for n in ("empty.txt", "binary.bin", "invalid.txt", "src0.py")]
+    assert evaluate.main([str(trained_run), *map(str, files), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    expected = sum(f.stat().st_size for f in files)
+    assert result["bytes"] == expected and 0 < result["bits_per_byte"] < 9
+    assert evaluate.main([str(trained_run), str(corpus_dir / "empty.txt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bits_per_byte"] is None
+
+
+def test_generate_script_writes_a_continuation(trained_run: Path, capsysbinary):
+    generate = _load_script("generate")
+    assert generate.main([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0"]) == 0
+    out = capsysbinary.readouterr().out
+    assert out.startswith(b"def ") and 4 <= len(out) <= 4 + 5 + 1
+
+
+def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys):
+    assert _load_script("evaluate").main([str(tmp_path / "nope"), __file__]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint not found" in err and "nope" in err and err.count("\n") == 1
+
+
+def test_missing_corpus_is_one_line(tmp_path: Path, capsys):
+    code = _load_script("train").main([f"workdir={tmp_path}", f"data.corpus=['{tmp_path / 'missing'}']"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "corpus path not found" in err and "missing" in err and err.count("\n") == 1
+
+
+def test_unknown_override_is_one_line(tmp_path: Path, capsys):
+    assert _load_script("train").main([f"workdir={tmp_path}", "train.setps=3"]) == 2
+    assert "did you mean train.steps" in capsys.readouterr().err
+
+
+def test_help_on_every_script():
+    for name in ("train", "evaluate", "generate", "benchmark"):
+        with pytest.raises(SystemExit) as info:
+            _load_script(name).main(["--help"])
+        assert info.value.code == 0
