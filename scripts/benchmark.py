@@ -22,13 +22,15 @@ sys.path.insert(0, str(REPO))
 MODELS = {"hat_tiny": REPO / "configs/hat_tiny.yaml", "byte_tiny": REPO / "configs/byte_tiny.yaml"}
 
 
-def run_training(name: str, config: Path, out: Path, budget_s: float, eval_every: int, extra: list[str]) -> Path:
+def run_training(
+    name: str, config: Path, out: Path, budget_s: float, eval_every: int, steps: int | None, extra: list[str]
+) -> Path:
     """Trains one model in a subprocess (a fresh JAX runtime) and returns its workdir."""
     workdir = out / name
     command = [
         sys.executable, str(REPO / "train.py"), str(config), f"workdir={workdir}",
         f"train.time_budget_s={budget_s}", f"train.eval_every={eval_every}", "train.checkpoint_every=100000",
-        f"data.cache_dir={out / 'data'}", *extra,
+        f"data.cache_dir={out / 'data'}", *([f"train.steps={steps}"] if steps else []), *extra,
     ]  # fmt: skip
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
@@ -72,7 +74,7 @@ def plot(results: dict[str, dict], zlib_bpb: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, result in results.items():
         seconds, bpb = zip(*result["curve"])
-        ax.plot(seconds, bpb, marker="o", markersize=3, label=f"{name} ({result['bytes_per_sec'] / 1e3:.0f} kB/s)")
+        ax.plot(seconds, bpb, marker="o", markersize=3, label=f"{name} ({result['bytes_per_sec'] / 1e3:.1f} kB/s)")
     ax.axhline(zlib_bpb, color="gray", linestyle="--", label=f"zlib -9 ({zlib_bpb:.2f})")
     ax.set_xlabel("training seconds (2 CPU cores)")
     ax.set_ylabel("held-out bits/byte")
@@ -88,13 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train hat_tiny and byte_tiny for equal time and compare.")
     parser.add_argument("--budget-s", type=float, default=600, help="training seconds per model")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
+    parser.add_argument(
+        "--hat-steps", type=int, default=None,
+        help="schedule length for hat_tiny (default: its config); set it to the steps that fit the budget",
+    )
+    parser.add_argument(
+        "--byte-steps", type=int, default=None,
+        help="schedule length for byte_tiny, so its learning rate also decays within the budget",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "runs/bench", help="output directory")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides applied to both runs")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
+    steps = {"hat_tiny": args.hat_steps, "byte_tiny": args.byte_steps}
     for name, config in MODELS.items():
-        workdir = run_training(name, config, args.out, args.budget_s, args.eval_every, args.overrides)
+        workdir = run_training(name, config, args.out, args.budget_s, args.eval_every, steps[name], args.overrides)
         results[name] = summarize(workdir)
     zlib_bpb = heldout_zlib(MODELS["hat_tiny"])
     hat, flat = results["hat_tiny"], results["byte_tiny"]

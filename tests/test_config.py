@@ -60,7 +60,7 @@ def test_missing_config_file_is_one_line():
 
 def test_cross_field_validation():
     with pytest.raises(ConfigError, match="must equal model.encoder.hidden_size"):
-        load_config(None, ["model.decoder.hidden_size=64"])
+        load_config(None, ["model.decoder.hidden_size=192"])
 
 
 def test_round_trip_through_dict():

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 from hat.config import Config, config_from_dict, to_dict
@@ -87,7 +86,8 @@ def restore_params(path: str | Path, abstract_params: Any) -> Any:
         args=ocp.args.Composite(
             state=ocp.args.PyTreeRestore(
                 item={"params": abstract_params},
-                restore_args={"params": jax.tree.map(lambda _: ocp.RestoreArgs(), abstract_params)},
+                # Restore each array with the sharding of its target (one device unless the caller says otherwise).
+                restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract_params}),
                 partial_restore=True,
             )
         ),
