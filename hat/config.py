@@ -276,7 +276,8 @@ def validate(config: Config) -> None:
             )
     if model.kind == "hat" and model.encoder.hidden_size != model.decoder.hidden_size:
         raise ConfigError(
-            "model.decoder.hidden_size must equal model.encoder.hidden_size: the decoder reads the encoder's byte states"
+            "model.decoder.hidden_size must equal model.encoder.hidden_size: "
+            "the decoder reads the encoder's byte states"
         )
     if not 0.0 <= data.eval_fraction < 1.0:
         raise ConfigError(f"data.eval_fraction must be in [0, 1), got {data.eval_fraction}")

@@ -19,7 +19,9 @@ from hat.inference import LoadedModel
 from hat.text import split_words
 
 
-def layout_context(context: bytes, seq_bytes: int, max_words: int, max_word_bytes: int) -> tuple[np.ndarray, np.ndarray, int]:
+def layout_context(
+    context: bytes, seq_bytes: int, max_words: int, max_word_bytes: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Returns (inputs, word_ids, last position) with the most recent whole words of `context` that fit."""
     words = split_words(context, max_word_bytes)
     total, keep = 0, 0

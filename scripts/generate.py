@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout.buffer
     out.write(args.prompt.encode())
     out.flush()
-    for value in sample_bytes(loaded, args.prompt.encode(), args.max_new_bytes, args.temperature, args.top_k, args.seed):
+    sampled = sample_bytes(loaded, args.prompt.encode(), args.max_new_bytes, args.temperature, args.top_k, args.seed)
+    for value in sampled:
         # Raw bytes go straight out: a terminal shows invalid UTF-8 as replacement characters.
         out.write(bytes([value]))
         out.flush()

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -64,7 +63,8 @@ def test_training_writes_metrics_and_checkpoints(trained_run: Path):
 
 
 def test_resume_continues_from_latest_checkpoint(trained_run: Path, corpus_dir: Path, capsys):
-    code = _load_script("train").main([f"workdir={trained_run}", f"data.corpus=['{corpus_dir}']", "train.steps=10", *TINY])
+    args = [f"workdir={trained_run}", f"data.corpus=['{corpus_dir}']", "train.steps=10", *TINY]
+    code = _load_script("train").main(args)
     assert code == 0
     captured = capsys.readouterr()
     assert "resumed from" in captured.out + captured.err

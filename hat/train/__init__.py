@@ -3,4 +3,11 @@
 from hat.train.checkpoint import CheckpointError, Checkpointer, load_config_from_checkpoint, locate_checkpoint
 from hat.train.loop import TrainingError, train
 
-__all__ = ["CheckpointError", "Checkpointer", "TrainingError", "load_config_from_checkpoint", "locate_checkpoint", "train"]
+__all__ = [
+    "CheckpointError",
+    "Checkpointer",
+    "TrainingError",
+    "load_config_from_checkpoint",
+    "locate_checkpoint",
+    "train",
+]

@@ -33,7 +33,8 @@ class Checkpointer:
     def save(self, step: int, state: dict[str, Any], config: Config, extra: dict[str, Any] | None = None) -> None:
         """Starts an (async) save of `state` at `step`; metadata records the config and the next data step."""
         meta = {"step": step, "data_step": step, "config": to_dict(config), **(extra or {})}
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        self.manager.save(step, args=args)
 
     def restore(self, step: int, abstract_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Restores `(state, meta)` at `step` into the shapes, dtypes and shardings of `abstract_state`."""
