@@ -16,7 +16,7 @@ from flax import nnx
 from hat.data import CorpusError, Document, PackedSequences, prepare_in_memory
 from hat.inference import LoadedModel
 from hat.train.loop import evaluate_source
-from hat.train.step import make_optimizer, make_steps
+from hat.train.step import make_eval_step
 
 
 def read_documents(paths: Sequence[str | Path]) -> list[Document]:
@@ -46,7 +46,7 @@ def evaluate_files(loaded: LoadedModel, paths: Sequence[str | Path], batch_size:
     corpus = prepare_in_memory(read_documents(paths), config.model.max_word_bytes)
     source = PackedSequences.build(corpus, config.data.seq_bytes, config.data.max_words)
     graphdef, params = nnx.split(loaded.model, nnx.Param)
-    _, eval_step = make_steps(graphdef, make_optimizer(config.train), config.data.max_words)
+    eval_step = make_eval_step(graphdef, config.data.max_words)
     result = evaluate_source(eval_step, params, source, batch_size) if len(source) else {"bytes": 0.0}
     num_bytes = int(result["bytes"])
     return {

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import yaml
 from flax import nnx
@@ -24,7 +23,7 @@ from hat.config import Config, to_dict
 from hat.models import build_model, count_params
 from hat.train.checkpoint import Checkpointer
 from hat.train.metrics import MetricWriter
-from hat.train.step import LN2, learning_rate_schedule, make_optimizer, make_steps
+from hat.train.step import LN2, learning_rate_schedule, make_eval_step, make_optimizer, make_train_step
 
 
 class TrainingError(RuntimeError):
@@ -79,9 +78,9 @@ def evaluate_source(eval_step, params, source: hat_data.PackedSequences, batch_s
 
 
 def _check_resumable(config: Config, meta: dict[str, Any]) -> None:
-    saved_model = meta["config"]["model"]
-    if saved_model != to_dict(config)["model"]:
-        changed = [k for k in saved_model if saved_model[k] != to_dict(config)["model"].get(k)]
+    saved_model, model = meta["config"]["model"], to_dict(config)["model"]
+    if saved_model != model:
+        changed = [k for k in saved_model if saved_model[k] != model.get(k)]
         raise TrainingError(
             f"{config.workdir} holds a checkpoint of a different model (model.{', model.'.join(changed)} differ); "
             "use a new workdir or the original model settings"
@@ -102,13 +101,14 @@ def train(config: Config) -> dict[str, float]:
     del model
     tx = make_optimizer(cfg)
     opt_state = tx.init(params)
-    train_step, eval_step = make_steps(graphdef, tx, config.data.max_words)
+    train_step = make_train_step(graphdef, tx, config.data.max_words)
+    eval_step = make_eval_step(graphdef, config.data.max_words)
 
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints)
     start_step = 0
     if (latest := checkpointer.latest_step()) is not None:
-        abstract = jax.tree.map(jnp.zeros_like, {"params": params, "opt_state": opt_state})
-        state, meta = checkpointer.restore(latest, abstract)
+        # The freshly initialised state is the restore target: it carries shapes, dtypes and shardings.
+        state, meta = checkpointer.restore(latest, {"params": params, "opt_state": opt_state})
         _check_resumable(config, meta)
         params, opt_state, start_step = state["params"], state["opt_state"], int(meta["data_step"])
         tqdm.write(f"resumed from {checkpointer.directory / str(latest)} at step {start_step}")
@@ -136,16 +136,24 @@ def train(config: Config) -> dict[str, float]:
         tqdm.write(f"step {step}: held-out {heldout_metrics['bits_per_byte']:.4f} bits/byte")
 
     train_seconds, window_bytes, window_start = 0.0, 0.0, time.perf_counter()
+    # A logged step's metrics stay on the device until the next step has been dispatched, so reading them never
+    # stalls the host; bytes/s covers the bytes up to that step and the time until its metrics arrived.
     pending: tuple[int, dict[str, jax.Array], float] | None = None
     step = start_step
     bar = tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
     schedule = learning_rate_schedule(cfg)
 
-    def flush_metrics(entry: tuple[int, dict[str, jax.Array], float]) -> None:
-        # Metrics are read one step late so the host never waits for the device mid-loop.
-        done_step, device_metrics, bytes_per_sec = entry
+    def flush_metrics() -> None:
+        nonlocal pending, window_start
+        if pending is None:
+            return
+        done_step, device_metrics, num_bytes = pending
+        pending = None
         values = {f"train/{k}": float(v) for k, v in device_metrics.items()}
+        now = time.perf_counter()
+        bytes_per_sec = num_bytes / max(now - window_start, 1e-9)
+        window_start = now
         if not math.isfinite(values["train/loss"]):
             raise TrainingError(
                 f"loss is {values['train/loss']} at step {done_step}; the last good checkpoint is kept in "
@@ -164,25 +172,22 @@ def train(config: Config) -> dict[str, float]:
             t0 = time.perf_counter()
             batch = next(batches)
             params, opt_state, metrics = train_step(params, opt_state, batch)
-            window_bytes += float(batch["loss_mask"].sum())
             step += 1
-            if pending is not None:
-                flush_metrics(pending)
-                pending = None
+            flush_metrics()
+            window_bytes += float(batch["loss_mask"].sum())
             if step % cfg.log_every == 0 or step == cfg.steps:
-                jax.block_until_ready(metrics["loss"])
-                now = time.perf_counter()
-                pending = (step, metrics, window_bytes / max(now - window_start, 1e-9))
-                window_bytes, window_start = 0.0, now
+                pending = (step, metrics, window_bytes)
+                window_bytes = 0.0
             train_seconds += time.perf_counter() - t0
             bar.update(1)
             if step % cfg.eval_every == 0:
+                flush_metrics()
                 run_eval(step)
                 window_start = time.perf_counter()
             if step % cfg.checkpoint_every == 0:
+                flush_metrics()  # a NaN loss must stop the run before its parameters are saved
                 checkpointer.save(step, {"params": params, "opt_state": opt_state}, config)
-        if pending is not None:
-            flush_metrics(pending)
+        flush_metrics()
         if step % cfg.eval_every != 0:
             run_eval(step)
         if checkpointer.latest_step() != step:

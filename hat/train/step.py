@@ -48,27 +48,18 @@ def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), targets_BxT)
 
 
-def make_steps(
-    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, num_words: int
-) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Returns jitted `train_step(params, opt_state, batch)` and `eval_step(params, batch)`.
-
-    `train_step` donates params and optimizer state (updated in place on accelerators) and returns
-    `(params, opt_state, metrics)`; `eval_step` returns summed NLL (nats) and counts over text bytes and all
-    targets, so callers can aggregate exactly over many batches.
-    """
-
+def _forward_fn(graphdef: nnx.GraphDef, num_words: int) -> Callable[[nnx.State, Batch], jax.Array]:
     def forward(params: nnx.State, batch: Batch) -> jax.Array:
         model = nnx.merge(graphdef, params)
         return model(batch["inputs"], batch["word_ids"], num_words=num_words)
 
-    def loss_fn(params: nnx.State, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-        nll_BxT = token_losses(forward(params, batch), batch["targets"])
-        num_targets = jnp.maximum(batch["loss_mask"].sum(), 1.0)
-        loss = (nll_BxT * batch["loss_mask"]).sum() / num_targets
-        text_nats = (nll_BxT * batch["text_mask"]).sum()
-        text_bytes = batch["text_mask"].sum()
-        return loss, {"loss": loss, "bits_per_byte": text_nats / jnp.maximum(text_bytes, 1.0) / LN2}
+    return forward
+
+
+def make_eval_step(graphdef: nnx.GraphDef, num_words: int) -> Callable[..., Any]:
+    """Jitted `eval_step(params, batch)`: summed NLL (nats) and counts over text bytes and over all targets, so
+    callers can aggregate exactly over many batches."""
+    forward = _forward_fn(graphdef, num_words)
 
     @jax.jit
     def eval_step(params: nnx.State, batch: Batch) -> dict[str, jax.Array]:
@@ -80,6 +71,24 @@ def make_steps(
             "targets": batch["loss_mask"].sum(),
         }
 
+    return eval_step
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, num_words: int) -> Callable[..., Any]:
+    """Jitted `train_step(params, opt_state, batch) -> (params, opt_state, metrics)`.
+
+    Params and optimizer state are donated (updated in place on accelerators).
+    """
+    forward = _forward_fn(graphdef, num_words)
+
+    def loss_fn(params: nnx.State, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        nll_BxT = token_losses(forward(params, batch), batch["targets"])
+        num_targets = jnp.maximum(batch["loss_mask"].sum(), 1.0)
+        loss = (nll_BxT * batch["loss_mask"]).sum() / num_targets
+        text_nats = (nll_BxT * batch["text_mask"]).sum()
+        text_bytes = batch["text_mask"].sum()
+        return loss, {"loss": loss, "bits_per_byte": text_nats / jnp.maximum(text_bytes, 1.0) / LN2}
+
     def train_step(params: nnx.State, opt_state: optax.OptState, batch: Batch):
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -87,4 +96,4 @@ def make_steps(
         metrics["grad_norm"] = optax.tree.norm(grads)
         return params, opt_state, metrics
 
-    return jax.jit(train_step, donate_argnums=(0, 1)), eval_step
+    return jax.jit(train_step, donate_argnums=(0, 1))
