@@ -64,10 +64,11 @@ class ModelConfig:
     """Which model to build and its sizes.
 
     `kind: hat` uses encoder, pooling, backbone and decoder; `kind: byte_lm` is the flat baseline: the
-    `backbone` stack run directly over bytes with a byte embedding and a byte head.
+    `backbone` stack run directly over bytes with a byte embedding and a byte head; `kind: token_lm` is the same
+    flat stack over a token vocabulary of `vocab_size` ids (BPE or compressed-text tokens).
     """
 
-    kind: Literal["hat", "byte_lm"] = "hat"
+    kind: Literal["hat", "byte_lm", "token_lm"] = "hat"
     vocab_size: int = BYTE_VOCAB_SIZE
     max_word_bytes: int = 100
     encoder: TransformerConfig = TransformerConfig(num_layers=1, hidden_size=128, sliding_window=256)

@@ -48,7 +48,7 @@ def test_wrong_type_is_named():
 
 
 def test_bad_literal_lists_choices():
-    with pytest.raises(ConfigError, match=r"model\.kind.*\['hat', 'byte_lm'\]"):
+    with pytest.raises(ConfigError, match=r"model\.kind.*\['hat', 'byte_lm', 'token_lm'\]"):
         load_config(None, ["model.kind=gpt"])
 
 

@@ -19,7 +19,7 @@ import pytest
 from flax import nnx
 
 from hat.config import EOT_BYTE, ModelConfig, PoolingConfig, TransformerConfig
-from hat.models import HAT, ByteLM, build_model, count_params, flops_per_byte
+from hat.models import HAT, FlatLM, build_model, count_params, flops_per_byte
 from hat.models.layers import Attention, apply_rope
 from hat.text import split_words
 
@@ -114,7 +114,7 @@ def overfit_loss_and_grad(cfg: ModelConfig):
 def test_shapes_dtypes_finite(kind, dtype):
     cfg = tiny_config(kind=kind, compute_dtype=dtype)
     model, forward = model_and_forward(cfg)
-    assert isinstance(model, HAT if kind == "hat" else ByteLM)
+    assert isinstance(model, HAT if kind == "hat" else FlatLM)
     logits = forward(*batch("Hello, world! howAreYou 日本語", "x"), num_words=NUM_WORDS)
     assert logits.shape == (2, SEQ, cfg.vocab_size) and logits.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(logits)))

@@ -1,4 +1,4 @@
-"""Models over bytes: `HAT` (hierarchical) and `ByteLM` (flat), built from a `ModelConfig`.
+"""Models: `HAT` (hierarchical, over bytes) and `FlatLM` (flat, over bytes or tokens), built from a `ModelConfig`.
 
     model = build_model(cfg, rngs=nnx.Rngs(seed))
     logits_BxTxV = model(bytes_BxT, word_ids_BxT, num_words=W)
@@ -13,10 +13,10 @@ from flax import nnx
 
 from hat.config import ModelConfig, TransformerConfig
 from hat.models.hat import HAT, pooling_head_dim
-from hat.models.lm import ByteLM
+from hat.models.lm import FlatLM
 from hat.models.sharding import logical_axes, make_param
 
-__all__ = ["HAT", "ByteLM", "build_model", "count_params", "flops_per_byte", "logical_axes", "make_param"]
+__all__ = ["HAT", "FlatLM", "build_model", "count_params", "flops_per_byte", "logical_axes", "make_param"]
 
 # Reporting groups: top-level parameter paths (first one or two path keys) that make up each part.
 _PARAM_GROUPS = {
@@ -29,13 +29,13 @@ _PARAM_GROUPS = {
 }
 
 
-def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> HAT | ByteLM:
-    """`HAT` when `cfg.kind == "hat"`, `ByteLM` when `"byte_lm"`."""
+def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> HAT | FlatLM:
+    """`HAT` when `cfg.kind == "hat"`; `FlatLM` for `"byte_lm"` (over bytes) and `"token_lm"` (over tokens)."""
     if cfg.kind == "hat":
         return HAT(cfg, rngs=rngs)
-    if cfg.kind == "byte_lm":
-        return ByteLM(cfg, rngs=rngs)
-    raise ValueError(f"unknown model kind {cfg.kind!r}; expected 'hat' or 'byte_lm'")
+    if cfg.kind in ("byte_lm", "token_lm"):
+        return FlatLM(cfg, rngs=rngs)
+    raise ValueError(f"unknown model kind {cfg.kind!r}; expected 'hat', 'byte_lm' or 'token_lm'")
 
 
 def count_params(model: nnx.Module) -> dict[str, int]:
@@ -81,7 +81,7 @@ def flops_per_byte(cfg: ModelConfig, seq_bytes: int, bytes_per_word: float) -> f
     def stack(tcfg: TransformerConfig, length: float) -> float:
         return tcfg.num_layers * _layer_flops(tcfg, _mean_context(length, tcfg.sliding_window))
 
-    if cfg.kind == "byte_lm":
+    if cfg.kind in ("byte_lm", "token_lm"):
         return stack(cfg.backbone, seq_bytes) + 2 * cfg.backbone.hidden_size * cfg.vocab_size
     enc, pool, dec = cfg.encoder.hidden_size, cfg.pooling, cfg.decoder.hidden_size
     head_dim, width = pooling_head_dim(cfg), cfg.backbone.hidden_size

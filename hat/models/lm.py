@@ -1,4 +1,4 @@
-"""ByteLM: the flat baseline, a Llama stack run directly over bytes (same call signature as HAT)."""
+"""FlatLM: a Llama stack run directly over units (bytes, BPE tokens or compressed-text tokens); same call as HAT."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from hat.models.layers import INIT_STD, LlamaStack, RMSNorm, normal_init
 from hat.models.sharding import make_param
 
 
-class ByteLM(nnx.Module):
-    """Byte embedding -> `cfg.backbone` Llama layers over bytes (causal, RoPE at byte positions) -> RMSNorm -> head."""
+class FlatLM(nnx.Module):
+    """Unit embedding -> `cfg.backbone` Llama layers (causal, RoPE at unit positions) -> RMSNorm -> head.
+
+    With `vocab_size` 256 (+ specials) it is the flat byte baseline; with a token vocabulary, a token LM.
+    """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.dtype = jnp.dtype(cfg.compute_dtype)
@@ -25,7 +28,7 @@ class ByteLM(nnx.Module):
     def __call__(
         self, bytes_BxT: jax.Array, word_ids_BxT: jax.Array | None = None, num_words: int | None = None
     ) -> jax.Array:
-        """Logits B x T x V (float32); the logit at position t predicts byte t + 1. Word ids are ignored."""
+        """Logits B x T x V (float32); the logit at position t predicts unit t + 1. Word ids are ignored."""
         del word_ids_BxT, num_words
         x_BxTxD = jnp.take(self.embedding_layer[...], bytes_BxT, axis=0).astype(self.dtype)
         positions_1xT = jnp.arange(bytes_BxT.shape[1], dtype=jnp.int32)[None, :]

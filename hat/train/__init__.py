@@ -1,6 +1,6 @@
 """Training: optimizer and jitted steps, the loop, checkpoints and metrics."""
 
-from hat.train.checkpoint import CheckpointError, Checkpointer, load_config_from_checkpoint, locate_checkpoint
+from hat.train.checkpoint import Checkpointer, CheckpointError, load_config_from_checkpoint, locate_checkpoint
 from hat.train.loop import TrainingError, train
 
 __all__ = [

@@ -32,12 +32,17 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class RunData:
-    """The packed training and held-out sources of a run."""
+    """The training and held-out sources of a run.
+
+    A source is a grain `RandomAccessDataSource` of example dicts with int32 `inputs`, `targets`, `word_ids` and
+    float32 `loss_mask`, `text_mask` (plus `target_bytes` for token data; see `hat.train.step.target_bytes`).
+    """
 
     train: hat_data.PackedSequences
     heldout: hat_data.PackedSequences | None
     num_train_files: int
     num_heldout_files: int
+    num_train_bytes: int
 
 
 def prepare_data(config: Config) -> RunData:
@@ -52,7 +57,9 @@ def prepare_data(config: Config) -> RunData:
         raise hat_data.CorpusError(f"the training files of data.corpus={data_cfg.corpus!r} hold no bytes")
     heldout = hat_data.prepare_corpus(heldout_docs, cache_dir, max_word, name="heldout") if heldout_docs else None
     pack = lambda corpus: hat_data.PackedSequences.build(corpus, data_cfg.seq_bytes, data_cfg.max_words)  # noqa: E731
-    return RunData(pack(train), pack(heldout) if heldout else None, len(train_docs), len(heldout_docs))
+    return RunData(
+        pack(train), pack(heldout) if heldout else None, len(train_docs), len(heldout_docs), train.num_text_bytes
+    )
 
 
 def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
@@ -116,7 +123,7 @@ def train(config: Config) -> dict[str, float]:
     sizes = count_params(nnx.merge(graphdef, params))
     tqdm.write(
         f"{config.model.kind}: {sizes['total'] / 1e6:.2f}M params; "
-        f"train {run_data.train.corpus.num_text_bytes / 1e6:.1f} MB in {run_data.num_train_files} files "
+        f"train {run_data.num_train_bytes / 1e6:.1f} MB in {run_data.num_train_files} files "
         f"({len(run_data.train)} sequences), held out {run_data.num_heldout_files} files"
     )
     writer = MetricWriter(workdir)

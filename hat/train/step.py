@@ -56,9 +56,15 @@ def _forward_fn(graphdef: nnx.GraphDef, num_words: int) -> Callable[[nnx.State, 
     return forward
 
 
+def target_bytes(batch: Batch) -> jax.Array:
+    """Bytes of original text each target stands for: `batch["target_bytes"]` for token data (a BPE token or a
+    compressed-text token covers several bytes), else the text mask (one byte per byte target)."""
+    return batch["target_bytes"] if "target_bytes" in batch else batch["text_mask"]
+
+
 def make_eval_step(graphdef: nnx.GraphDef, num_words: int) -> Callable[..., Any]:
-    """Jitted `eval_step(params, batch)`: summed NLL (nats) and counts over text bytes and over all targets, so
-    callers can aggregate exactly over many batches."""
+    """Jitted `eval_step(params, batch)`: summed NLL (nats) of text targets and the text bytes they cover, and of
+    all targets, so callers can aggregate exactly over many batches."""
     forward = _forward_fn(graphdef, num_words)
 
     @jax.jit
@@ -66,7 +72,7 @@ def make_eval_step(graphdef: nnx.GraphDef, num_words: int) -> Callable[..., Any]
         nll_BxT = token_losses(forward(params, batch), batch["targets"])
         return {
             "text_nats": (nll_BxT * batch["text_mask"]).sum(),
-            "text_bytes": batch["text_mask"].sum(),
+            "text_bytes": target_bytes(batch).sum(),
             "nats": (nll_BxT * batch["loss_mask"]).sum(),
             "targets": batch["loss_mask"].sum(),
         }
@@ -86,7 +92,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, nu
         num_targets = jnp.maximum(batch["loss_mask"].sum(), 1.0)
         loss = (nll_BxT * batch["loss_mask"]).sum() / num_targets
         text_nats = (nll_BxT * batch["text_mask"]).sum()
-        text_bytes = batch["text_mask"].sum()
+        text_bytes = target_bytes(batch).sum()
         return loss, {"loss": loss, "bits_per_byte": text_nats / jnp.maximum(text_bytes, 1.0) / LN2}
 
     def train_step(params: nnx.State, opt_state: optax.OptState, batch: Batch):
