@@ -77,10 +77,16 @@ class ModelConfig:
     decoder: TransformerConfig = TransformerConfig(num_layers=1, hidden_size=128, sliding_window=256)
     # Add the decoder's cross-attention to the word vector in every decoder layer, not only the first.
     cross_attn_every_layer: bool = False
-    # Dtype of activations and matmuls; parameters stay float32.
+    # Mixed precision: dtype of activations and matmuls; parameters, optimizer state, norms, softmaxes and the
+    # loss stay float32. bfloat16 is the accelerator setting (on CPUs it is slower than float32).
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    # Rematerialise each layer's activations in the backward pass (saves memory, costs compute).
-    remat: bool = False
+    # Activation rematerialisation per layer: "none" keeps every activation for the backward pass; "full" keeps
+    # only each layer's input and recomputes the rest; "dots" also keeps matmul outputs; "dots_no_batch" keeps
+    # matmul outputs without batch dimensions (weights-only products), as in MaxText's policies.
+    remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+    # Store the backbone's layers stacked on a leading "layers" axis and run them with `jax.lax.scan`, so compile
+    # time does not grow with depth. Checkpoints convert between layouts (`hat.models.convert_layer_layout`).
+    scan_layers: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +104,65 @@ class DataConfig:
     # Directory for prepared tensorstore arrays; empty means `<workdir>/data`.
     cache_dir: str = ""
     seed: int = 0
+
+
+def _default_mesh() -> dict[str, int]:
+    return {"data": -1, "fsdp": 1, "tensor": 1}
+
+
+def _default_rules() -> dict[str, list[str]]:
+    # Parameters: FSDP shards the model width, tensor parallelism splits heads, MLP and vocabulary.
+    # Activations ("act_*") keep the batch on data x fsdp and split heads and MLP over tensor.
+    return {
+        "embed": ["fsdp"],
+        "vocab": ["tensor"],
+        "heads": ["tensor"],
+        "kv_heads": ["tensor"],
+        "mlp": ["tensor"],
+        "head_dim": [],
+        "layers": [],
+        "act_batch": ["data", "fsdp"],
+        "act_length": [],
+        "act_embed": [],
+        "act_heads": ["tensor"],
+        "act_kv_heads": ["tensor"],
+        "act_mlp": ["tensor"],
+        "act_vocab": ["tensor"],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+    """The device mesh and the one table that maps logical axis names to mesh axes (MaxText style).
+
+    Model code names every parameter and activation axis logically ("embed", "heads", "act_batch", ...);
+    `rules` says which mesh axes shard each name (an empty list replicates it). `part_rules` overrides the rules
+    for the parameters of one top-level part (`encoder`, `encoder_connector`, `backbone`, `decoder`, ...), so the
+    small byte-level parts can, say, stay replicated while the backbone is split. A dimension that a mesh axis does
+    not divide is replicated instead (reported by `train.py --dry-run`).
+    """
+
+    # Mesh axis sizes in order; one axis may be -1 and takes the remaining devices.
+    mesh: dict[str, int] = dataclasses.field(default_factory=_default_mesh)
+    rules: dict[str, list[str]] = dataclasses.field(default_factory=_default_rules)
+    part_rules: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-process runs through JAX's own runtime (`jax.distributed.initialize`).
+
+    "auto" initialises when a coordinator address is given here or in `JAX_COORDINATOR_ADDRESS`; "always" also
+    lets JAX detect the cluster itself (TPU pods, SLURM, Open MPI, Kubernetes); "never" runs one process.
+    Process count and id come from here, else `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`, else JAX's detection.
+    """
+
+    initialize: Literal["auto", "always", "never"] = "auto"
+    coordinator_address: str = ""
+    num_processes: int = 0
+    process_id: int = -1
+    # CPU-only runs need a collectives backend between processes.
+    cpu_collectives: Literal["gloo", "mpi", "none"] = "gloo"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +187,12 @@ class TrainConfig:
     eval_sequences: int = 256
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
+    # Save checkpoints in a background thread while training goes on.
+    async_checkpoints: bool = True
+    # Gradient accumulation: each step's batch is split into this many micro-batches run one after another.
+    microbatches: int = 1
+    # Peak FLOP/s of one device for the MFU metric; 0 measures a float32 matmul at start-up (CPU) instead.
+    peak_flops_per_device: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +204,8 @@ class Config:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    parallel: ParallelConfig = ParallelConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
 
 def _type_name(tp: Any) -> str:
@@ -163,7 +236,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in choices:
             raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        key_tp, item_tp = typing.get_args(tp)
+        return {_coerce(k, key_tp, key): _coerce(item, item_tp, f"{key}.{k}") for k, item in value.items()}
     if origin is list:
+        if isinstance(value, str) and typing.get_args(tp) == (str,):
+            value = [value]  # a rule may name a single mesh axis without brackets
         if not isinstance(value, list):
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
         (item_tp,) = typing.get_args(tp)
@@ -196,6 +276,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
             # Nested sections override their defaults field by field.
             value = _deep_merge(dataclasses.asdict(field_default), value)
+        elif isinstance(field_default, dict) and isinstance(value, dict):
+            # Mappings (mesh axes, sharding rules) too: an override changes one entry, not the whole table.
+            value = _deep_merge(field_default, value)
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     try:
         return cls(**kwargs)
@@ -246,10 +329,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(tree).__name__}")
+    tree = _resolve_base(tree, path, seen=(path.resolve(),))
     for override in overrides:
         key, value = parse_override(override)
         _set_dotted(tree, key, value)
     return config_from_dict(tree)
+
+
+def _resolve_base(tree: dict[str, Any], path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A config may start from another: `base: other.yaml` (relative to its own directory), then override keys."""
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in seen:
+        raise ConfigError(f"config file {path} has a cycle of `base:` files through {base_path}")
+    if not base_path.is_file():
+        raise ConfigError(f"config file {path}: base file not found: {base_path}")
+    base_tree = yaml.safe_load(base_path.read_text()) or {}
+    return _deep_merge(_resolve_base(base_tree, base_path, (*seen, base_path)), tree)
 
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
@@ -288,3 +386,26 @@ def validate(config: Config) -> None:
         raise ConfigError("data.max_words must be at least 2")
     if config.train.batch_size < 1 or config.train.steps < 1:
         raise ConfigError("train.batch_size and train.steps must be positive")
+    if config.train.microbatches < 1 or config.train.batch_size % config.train.microbatches:
+        raise ConfigError(
+            f"train.batch_size ({config.train.batch_size}) must be a multiple of train.microbatches "
+            f"({config.train.microbatches})"
+        )
+    _validate_parallel(config.parallel)
+
+
+def _validate_parallel(parallel: ParallelConfig) -> None:
+    sizes = list(parallel.mesh.values())
+    if sizes.count(-1) > 1 or any(size == 0 or size < -1 for size in sizes):
+        raise ConfigError(f"parallel.mesh sizes must be positive, with at most one -1; got {parallel.mesh}")
+    tables = {"parallel.rules": parallel.rules} | {
+        f"parallel.part_rules.{part}": rules for part, rules in parallel.part_rules.items()
+    }
+    for name, rules in tables.items():
+        for logical, axes in rules.items():
+            unknown = [axis for axis in axes if axis not in parallel.mesh]
+            if unknown:
+                raise ConfigError(
+                    f"{name}.{logical} names mesh axes {unknown} that parallel.mesh lacks "
+                    f"(mesh axes: {', '.join(parallel.mesh)})"
+                )

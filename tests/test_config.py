@@ -19,9 +19,9 @@ def test_every_shipped_config_loads(path):
 
 
 def test_dotted_overrides_are_typed():
-    config = load_config(None, ["train.steps=7", "train.learning_rate=1e-3", "workdir=runs/x", "model.remat=true"])
+    config = load_config(None, ["train.steps=7", "train.learning_rate=1e-3", "workdir=runs/x", "model.remat=full"])
     assert config.train.steps == 7 and config.train.learning_rate == 1e-3
-    assert config.workdir == "runs/x" and config.model.remat is True
+    assert config.workdir == "runs/x" and config.model.remat == "full"
 
 
 def test_nested_override_keeps_sibling_defaults():

@@ -229,7 +229,7 @@ def test_segment_pooling_equals_dense_reference():
 def test_remat_gives_identical_logits_and_gradients():
     params, loss_and_grad = overfit_loss_and_grad(word_path_config())
     (_, logits), grads = loss_and_grad(params)
-    remat_params, remat_loss_and_grad = overfit_loss_and_grad(word_path_config(remat=True))
+    remat_params, remat_loss_and_grad = overfit_loss_and_grad(word_path_config(remat="full"))
     (_, remat_logits), remat_grads = remat_loss_and_grad(remat_params)
     np.testing.assert_allclose(remat_logits, logits, atol=1e-6, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7, rtol=1e-5), remat_grads, grads)

@@ -11,18 +11,27 @@ from hat.data.corpus import (
     split_documents,
     stdlib_root,
 )
-from hat.data.pipeline import PackedSequences, eval_dataset, iterate_from, make_example, pack_sequences, train_dataset
+from hat.data.pipeline import (
+    PackedSequences,
+    eval_batches,
+    iterate_from,
+    make_example,
+    pack_sequences,
+    pad_rows,
+    train_dataset,
+)
 
 __all__ = [
     "CorpusError",
     "Document",
     "PackedSequences",
     "PreparedCorpus",
-    "eval_dataset",
+    "eval_batches",
     "iterate_from",
     "load_prepared",
     "make_example",
     "pack_sequences",
+    "pad_rows",
     "prepare_corpus",
     "prepare_in_memory",
     "resolve_documents",

@@ -113,19 +113,46 @@ def make_example(
     }
 
 
-def train_dataset(source: PackedSequences, batch_size: int, seed: int) -> grain.MapDataset:
-    """Infinite, shuffled (reshuffled every epoch), batched dataset; `dataset[step]` is the batch for `step`."""
+def train_dataset(
+    source: PackedSequences, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
+) -> grain.MapDataset:
+    """Infinite, shuffled (reshuffled every epoch), batched dataset; `dataset[step]` is this process's share of
+    the global batch for `step`.
+
+    The global batch of step s is rows s*B .. s*B + B - 1 of the shuffled stream; process p reads only its
+    `B / process_count` consecutive rows of it, so the processes together see exactly the one-process batch.
+    """
     if len(source) == 0:
         raise ValueError("the training corpus packs into zero sequences; add text to data.corpus")
-    return grain.MapDataset.source(source).shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)
+    if batch_size % process_count:
+        raise ValueError(f"train.batch_size ({batch_size}) must be a multiple of the process count ({process_count})")
+    local = batch_size // process_count
+    stream = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
+    return stream.batch(local, drop_remainder=True)[process_index::process_count]
 
 
-def eval_dataset(source: PackedSequences, batch_size: int, max_sequences: int = 0) -> grain.MapDataset:
-    """Held-out sequences in corpus order (the first `max_sequences`, or all when 0), batched, last batch padded."""
-    ds = grain.MapDataset.source(source)
-    if max_sequences:
-        ds = ds[: min(max_sequences, len(source))]
-    return ds.batch(batch_size, drop_remainder=False)
+def eval_batches(
+    source: PackedSequences,
+    batch_size: int,
+    max_sequences: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+    """This process's rows of each global held-out batch, in corpus order (the first `max_sequences`, or all
+    when 0); the last batch is padded with fully masked rows so every batch has one shape."""
+    total = min(max_sequences, len(source)) if max_sequences else len(source)
+    local = batch_size // process_count
+    for start in range(0, total, batch_size):
+        first = start + process_index * local
+        rows = [source[i] for i in range(first, min(first + local, total))]
+        yield pad_rows(rows, local, template=source[0])
+
+
+def pad_rows(rows: list[dict[str, np.ndarray]], size: int, template: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Stacks example dicts into a batch of `size` rows, filling missing rows with zeros (all masks off)."""
+    blank = {key: np.zeros_like(value) for key, value in template.items()}
+    rows = rows + [blank] * (size - len(rows))
+    return {key: np.stack([row[key] for row in rows]) for key in template}
 
 
 def iterate_from(dataset: grain.MapDataset, start_step: int, num_threads: int = 2) -> Iterator[dict[str, np.ndarray]]:

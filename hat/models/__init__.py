@@ -9,14 +9,27 @@ Both are pure functions of their `nnx.Param`s (no other state), so `nnx.split(mo
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from flax import nnx
 
 from hat.config import ModelConfig, TransformerConfig
 from hat.models.hat import HAT, pooling_head_dim
+from hat.models.layers import stack_layer_states, unstack_layer_state
 from hat.models.lm import FlatLM
 from hat.models.sharding import logical_axes, make_param
 
-__all__ = ["HAT", "FlatLM", "build_model", "count_params", "flops_per_byte", "logical_axes", "make_param"]
+__all__ = [
+    "HAT",
+    "FlatLM",
+    "build_model",
+    "convert_layer_layout",
+    "count_params",
+    "flops_per_byte",
+    "logical_axes",
+    "make_param",
+]
 
 # Reporting groups: top-level parameter paths (first one or two path keys) that make up each part.
 _PARAM_GROUPS = {
@@ -38,13 +51,29 @@ def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> HAT | FlatLM:
     raise ValueError(f"unknown model kind {cfg.kind!r}; expected 'hat', 'byte_lm' or 'token_lm'")
 
 
+def convert_layer_layout(params: dict[str, Any], scan_layers: bool) -> dict[str, Any]:
+    """Pure-dict parameters (`nnx.to_pure_dict`) with the backbone in the scanned layout (one stacked layer) or the
+    per-layer layout (`backbone.layers.0`, ...); returned unchanged when already in the requested layout."""
+    layers = params.get("backbone", {}).get("layers")
+    if layers is None:
+        return params
+    is_stacked = not all(isinstance(key, int) or str(key).isdigit() for key in layers)
+    if is_stacked == scan_layers:
+        return params
+    if scan_layers:
+        converted = stack_layer_states([layers[key] for key in sorted(layers, key=int)])
+    else:
+        converted = unstack_layer_state(layers)
+    return params | {"backbone": params["backbone"] | {"layers": converted}}
+
+
 def count_params(model: nnx.Module) -> dict[str, int]:
     """Parameter counts per part (embedding, encoder, pooling, backbone, decoder, head; parts a model lacks are
     omitted) and `total`."""
     counts = dict.fromkeys(_PARAM_GROUPS, 0)
     total = 0
     for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        size = int(param[...].size)
+        size = math.prod(param.get_value().shape)
         total += size
         keys = tuple(str(key) for key in path)
         group = next(

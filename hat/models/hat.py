@@ -20,6 +20,7 @@ from flax import nnx
 from hat.config import ModelConfig, PoolingConfig
 from hat.models.layers import (
     INIT_STD,
+    ACT_BxTxD,
     DecoderLayer,
     LlamaStack,
     RMSNorm,
@@ -32,7 +33,7 @@ from hat.models.layers import (
     output_init,
     run_layers,
 )
-from hat.models.sharding import make_param
+from hat.models.sharding import constrain, make_param
 
 
 def pooling_head_dim(cfg: ModelConfig) -> int:
@@ -56,7 +57,7 @@ class Encoder(nnx.Module):
         self.layers = make_layers(cfg.encoder, dtype=dtype, rngs=rngs)
 
     def __call__(self, bytes_BxT: jax.Array) -> jax.Array:
-        x_BxTxE = jnp.take(self.embedding_layer[...], bytes_BxT, axis=0).astype(self.dtype)
+        x_BxTxE = constrain(jnp.take(self.embedding_layer[...], bytes_BxT, axis=0).astype(self.dtype), ACT_BxTxD)
         return run_layers(self.layers, x_BxTxE, _positions(bytes_BxT.shape[1]), remat=self.remat)
 
 
@@ -267,7 +268,7 @@ class HAT(nnx.Module):
         dtype = jnp.dtype(cfg.compute_dtype)
         self.encoder = Encoder(cfg, dtype=dtype, rngs=rngs)
         self.encoder_connector = EncoderConnector(cfg, dtype=dtype, rngs=rngs)
-        self.backbone = LlamaStack(cfg.backbone, dtype=dtype, remat=cfg.remat, rngs=rngs)
+        self.backbone = LlamaStack(cfg.backbone, dtype=dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs)
         self.decoder_connector = DecoderConnector(cfg, rngs=rngs)
         self.decoder = Decoder(cfg, dtype=dtype, rngs=rngs)
         self.layer_norm = RMSNorm(cfg.decoder.hidden_size, eps=cfg.decoder.norm_eps, rngs=rngs)
@@ -291,7 +292,8 @@ class HAT(nnx.Module):
     def decode(self, enc_BxTxE: jax.Array, pred_BxWxD: jax.Array, word_ids_BxT: jax.Array) -> jax.Array:
         """Next-byte logits (B x T x V, float32) from byte states and each word's predictive vector."""
         x_BxTxE = self.decoder(enc_BxTxE, pred_BxWxD, word_ids_BxT)
-        return self.layer_norm(x_BxTxE.astype(jnp.float32)) @ self.lm_head[...]
+        logits_BxTxV = self.layer_norm(x_BxTxE.astype(jnp.float32)) @ self.lm_head[...]
+        return constrain(logits_BxTxV, ("act_batch", "act_length", "act_vocab"))
 
     def __call__(self, bytes_BxT: jax.Array, word_ids_BxT: jax.Array, num_words: int) -> jax.Array:
         """Logits B x T x V (float32); the logit at position t predicts byte t + 1."""

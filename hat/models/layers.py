@@ -9,16 +9,22 @@ positions of different kinds (word index and byte index).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from hat.config import TransformerConfig
-from hat.models.sharding import make_param
+from hat.models.sharding import constrain, make_param
 
 INIT_STD = 0.02
+# Logical names of activation axes (see hat.models.sharding).
+ACT_BxTxD = ("act_batch", "act_length", "act_embed")
+_HEADS = ("act_batch", "act_length", "act_heads", None)
+_KV_HEADS = ("act_batch", "act_length", "act_kv_heads", None)
+_MLP = ("act_batch", "act_length", "act_mlp")
 
 
 def normal_init(std: float) -> nnx.Initializer:
@@ -151,8 +157,9 @@ class Attention(nnx.Module):
         v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.v_proj, self.dtype))
         if self.q_norm is not None:
             q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
-        q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, self.rope_theta)
-        k_BxTxKxH = apply_rope(k_BxTxKxH, positions_BxT, self.rope_theta)
+        q_BxTxNxH = constrain(apply_rope(q_BxTxNxH, positions_BxT, self.rope_theta), _HEADS)
+        k_BxTxKxH = constrain(apply_rope(k_BxTxKxH, positions_BxT, self.rope_theta), _KV_HEADS)
+        v_BxTxKxH = constrain(v_BxTxKxH, _KV_HEADS)
         out_BxTxNxH = causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, self.sliding_window)
         return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(self.o_proj, self.dtype))
 
@@ -169,8 +176,8 @@ class MLP(nnx.Module):
         self.down_proj = make_param(rngs, output_init(cfg.num_layers), (hidden, dim), ("mlp", "embed"))
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
-        gate_BxTxF = x_BxTxD @ cast(self.gate_proj, self.dtype)
-        up_BxTxF = x_BxTxD @ cast(self.up_proj, self.dtype)
+        gate_BxTxF = constrain(x_BxTxD @ cast(self.gate_proj, self.dtype), _MLP)
+        up_BxTxF = constrain(x_BxTxD @ cast(self.up_proj, self.dtype), _MLP)
         return (jax.nn.silu(gate_BxTxF) * up_BxTxF) @ cast(self.down_proj, self.dtype)
 
 
@@ -184,8 +191,8 @@ class DecoderLayer(nnx.Module):
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array) -> jax.Array:
-        x_BxTxD = x_BxTxD + self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT)
-        return x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD))
+        x_BxTxD = constrain(x_BxTxD + self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT), ACT_BxTxD)
+        return constrain(x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD)), ACT_BxTxD)
 
 
 def make_layers(cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.List:
@@ -193,28 +200,80 @@ def make_layers(cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> 
     return nnx.List([DecoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_layers)])
 
 
-def call_layer(layer: nnx.Module, remat: bool, *args: jax.Array) -> jax.Array:
-    """`layer(*args)`, rematerialised in the backward pass when `remat` (saves activations, costs compute)."""
-    if remat:
-        return nnx.remat(lambda module, *inputs: module(*inputs))(layer, *args)
-    return layer(*args)
+REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
-def run_layers(
-    layers: Sequence[nnx.Module], x_BxTxD: jax.Array, positions_BxT: jax.Array, *, remat: bool
-) -> jax.Array:
+def call_layer(layer: nnx.Module, remat: str, *args: jax.Array) -> jax.Array:
+    """`layer(*args)`; unless `remat == "none"`, rematerialised in the backward pass under that policy."""
+    if remat == "none":
+        return layer(*args)
+    return nnx.remat(lambda module, *inputs: module(*inputs), policy=REMAT_POLICIES[remat])(layer, *args)
+
+
+def run_layers(layers: Sequence[nnx.Module], x_BxTxD: jax.Array, positions_BxT: jax.Array, *, remat: str) -> jax.Array:
     """Applies the layers in order."""
     for layer in layers:
         x_BxTxD = call_layer(layer, remat, x_BxTxD, positions_BxT)
     return x_BxTxD
 
 
-class LlamaStack(nnx.Module):
-    """A stack of Llama layers without embedding, final norm or head (the HAT backbone)."""
+def make_stacked_layers(cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> DecoderLayer:
+    """One `DecoderLayer` whose parameters carry a leading axis of `cfg.num_layers` (logical name "layers")."""
 
-    def __init__(self, cfg: TransformerConfig, *, dtype: jnp.dtype, remat: bool, rngs: nnx.Rngs):
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def create(layer_rngs: nnx.Rngs) -> DecoderLayer:
+        return DecoderLayer(cfg, dtype=dtype, rngs=layer_rngs)
+
+    return create(rngs)
+
+
+def scan_layers(
+    stacked: DecoderLayer, x_BxTxD: jax.Array, positions_BxT: jax.Array, *, remat: str
+) -> jax.Array:
+    """Runs stacked layers with `jax.lax.scan`: one layer is traced and compiled whatever the depth."""
+    graphdef, state_L = nnx.split(stacked)
+
+    def body(x: jax.Array, layer_state: nnx.State) -> tuple[jax.Array, None]:
+        return nnx.merge(graphdef, layer_state)(x, positions_BxT), None
+
+    if remat != "none":
+        body = jax.checkpoint(body, policy=REMAT_POLICIES[remat], prevent_cse=False)
+    x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, state_L)
+    return x_BxTxD
+
+
+class LlamaStack(nnx.Module):
+    """A stack of Llama layers without embedding, final norm or head (the HAT backbone).
+
+    With `scan`, `layers` is one `DecoderLayer` with stacked parameters run by `jax.lax.scan`; otherwise a list.
+    """
+
+    def __init__(self, cfg: TransformerConfig, *, dtype: jnp.dtype, remat: str, scan: bool, rngs: nnx.Rngs):
         self.remat = remat
-        self.layers = make_layers(cfg, dtype=dtype, rngs=rngs)
+        self.scan = scan
+        if scan:
+            self.layers = make_stacked_layers(cfg, dtype=dtype, rngs=rngs)
+        else:
+            self.layers = make_layers(cfg, dtype=dtype, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array) -> jax.Array:
+        x_BxTxD = constrain(x_BxTxD, ACT_BxTxD)
+        if self.scan:
+            return scan_layers(self.layers, x_BxTxD, positions_BxT, remat=self.remat)
         return run_layers(self.layers, x_BxTxD, positions_BxT, remat=self.remat)
+
+
+def stack_layer_states(layer_states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pure-dict parameters of `layers.0 .. layers.L-1` -> one pure dict with a leading layer axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *layer_states)
+
+
+def unstack_layer_state(stacked: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The inverse of `stack_layer_states`: `{0: layer 0's pure dict, 1: ...}`."""
+    num_layers = jax.tree.leaves(stacked)[0].shape[0]
+    return {index: jax.tree.map(lambda x, i=index: x[i], stacked) for index in range(num_layers)}

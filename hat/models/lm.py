@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hat.config import ModelConfig
-from hat.models.layers import INIT_STD, LlamaStack, RMSNorm, normal_init
-from hat.models.sharding import make_param
+from hat.models.layers import INIT_STD, ACT_BxTxD, LlamaStack, RMSNorm, normal_init
+from hat.models.sharding import constrain, make_param
 
 
 class FlatLM(nnx.Module):
@@ -21,7 +21,7 @@ class FlatLM(nnx.Module):
         self.dtype = jnp.dtype(cfg.compute_dtype)
         dim = cfg.backbone.hidden_size
         self.embedding_layer = make_param(rngs, normal_init(INIT_STD), (cfg.vocab_size, dim), ("vocab", "embed"))
-        self.backbone = LlamaStack(cfg.backbone, dtype=self.dtype, remat=cfg.remat, rngs=rngs)
+        self.backbone = LlamaStack(cfg.backbone, dtype=self.dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs)
         self.layer_norm = RMSNorm(dim, eps=cfg.backbone.norm_eps, rngs=rngs)
         self.lm_head = make_param(rngs, normal_init(INIT_STD), (dim, cfg.vocab_size), ("embed", "vocab"))
 
@@ -32,5 +32,6 @@ class FlatLM(nnx.Module):
         del word_ids_BxT, num_words
         x_BxTxD = jnp.take(self.embedding_layer[...], bytes_BxT, axis=0).astype(self.dtype)
         positions_1xT = jnp.arange(bytes_BxT.shape[1], dtype=jnp.int32)[None, :]
-        x_BxTxD = self.backbone(x_BxTxD, positions_1xT)
-        return self.layer_norm(x_BxTxD.astype(jnp.float32)) @ self.lm_head[...]
+        x_BxTxD = self.backbone(constrain(x_BxTxD, ACT_BxTxD), positions_1xT)
+        logits_BxTxV = self.layer_norm(x_BxTxD.astype(jnp.float32)) @ self.lm_head[...]
+        return constrain(logits_BxTxV, ("act_batch", "act_length", "act_vocab"))

@@ -2,10 +2,12 @@
 
 from hat.train.checkpoint import Checkpointer, CheckpointError, load_config_from_checkpoint, locate_checkpoint
 from hat.train.loop import TrainingError, train
+from hat.train.mesh import MeshError
 
 __all__ = [
     "CheckpointError",
     "Checkpointer",
+    "MeshError",
     "TrainingError",
     "load_config_from_checkpoint",
     "locate_checkpoint",

@@ -1,6 +1,8 @@
-"""The training loop: prepare data, build or restore the model, step, evaluate, log and checkpoint.
+"""The training loop: start processes, prepare data, build or restore the sharded state, step, evaluate, log,
+checkpoint.
 
-Reads like a table of contents; each concern lives in its own module.
+Reads like a table of contents; each concern lives in its own module. The same code runs on one CPU and on a pod:
+every process runs this loop, reads its own rows of each global batch, and the jitted step is SPMD over the mesh.
 """
 
 from __future__ import annotations
@@ -14,16 +16,27 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 import yaml
 from flax import nnx
 from tqdm import tqdm
 
 from hat import data as hat_data
 from hat.config import Config, to_dict
-from hat.models import build_model, count_params
+from hat.models import build_model, count_params, flops_per_byte
+from hat.models.sharding import ShardingRules
 from hat.train.checkpoint import Checkpointer
+from hat.train.mesh import build_mesh, build_rules, initialize_distributed, measure_matmul_peak
 from hat.train.metrics import MetricWriter
-from hat.train.step import LN2, learning_rate_schedule, make_eval_step, make_optimizer, make_train_step
+from hat.train.step import (
+    LN2,
+    StepShardings,
+    learning_rate_schedule,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+    state_shardings,
+)
 
 
 class TrainingError(RuntimeError):
@@ -56,25 +69,91 @@ def prepare_data(config: Config) -> RunData:
     if train.num_words == 0:
         raise hat_data.CorpusError(f"the training files of data.corpus={data_cfg.corpus!r} hold no bytes")
     heldout = hat_data.prepare_corpus(heldout_docs, cache_dir, max_word, name="heldout") if heldout_docs else None
-    pack = lambda corpus: hat_data.PackedSequences.build(corpus, data_cfg.seq_bytes, data_cfg.max_words)  # noqa: E731
+    pack = lambda corpus: hat_data.PackedSequences.build(corpus, data_cfg.seq_bytes, data_cfg.max_words)
     return RunData(
         pack(train), pack(heldout) if heldout else None, len(train_docs), len(heldout_docs), train.num_text_bytes
     )
 
 
-def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Pads a short final batch with fully masked rows so every eval batch has one shape (one compile)."""
-    missing = batch_size - len(batch["inputs"])
-    if missing <= 0:
-        return batch
-    return {k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+@dataclass
+class TrainSetup:
+    """Everything a step needs, built for one mesh: jitted steps, shardings and the abstract state."""
+
+    graphdef: nnx.GraphDef
+    abstract_params: nnx.State
+    tx: optax.GradientTransformation
+    rules: ShardingRules
+    shardings: StepShardings
+    train_step: Any
+    eval_step: Any
 
 
-def evaluate_source(eval_step, params, source: hat_data.PackedSequences, batch_size: int, max_sequences: int = 0):
+def setup_training(config: Config) -> TrainSetup:
+    """Builds the mesh, the abstract model (no allocation), the optimizer and the sharded, jitted steps."""
+    mesh = build_mesh(config.parallel)
+    rules = build_rules(config.parallel, mesh)
+    batch_shards = math.prod(mesh.shape[axis] for axis in rules.rules.get("act_batch", ()))
+    if config.train.batch_size % (batch_shards * config.train.microbatches):
+        raise TrainingError(
+            f"train.batch_size ({config.train.batch_size}) must be a multiple of the batch shards ({batch_shards}, "
+            f"from parallel.mesh) times train.microbatches ({config.train.microbatches})"
+        )
+    abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(abstract, nnx.Param)
+    tx = make_optimizer(config.train)
+    shardings = state_shardings(rules, abstract_params, tx)
+    num_words = config.data.max_words
+    train_step = make_train_step(graphdef, tx, num_words, rules, shardings, config.train.microbatches)
+    eval_step = make_eval_step(graphdef, num_words, rules, shardings)
+    return TrainSetup(graphdef, abstract_params, tx, rules, shardings, train_step, eval_step)
+
+
+def init_state(config: Config, setup: TrainSetup) -> tuple[nnx.State, optax.OptState]:
+    """Fresh parameters and optimizer state, created directly in their shards (no full copy on any device)."""
+
+    def init() -> tuple[nnx.State, optax.OptState]:
+        # The "rbg" key implementation initialises parameters several times faster on CPU than threefry.
+        model = build_model(config.model, rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")))
+        params = nnx.state(model, nnx.Param)
+        return params, setup.tx.init(params)
+
+    out_shardings = (setup.shardings.params, setup.shardings.opt_state)
+    return jax.jit(init, out_shardings=out_shardings)()
+
+
+def abstract_state(setup: TrainSetup) -> dict[str, Any]:
+    """Shapes, dtypes and target shardings of `{"params", "opt_state"}` (the restore target on this mesh)."""
+
+    def with_sharding(x: Any, sharding: Any) -> Any:
+        if isinstance(x, nnx.Variable):
+            return x.copy(with_sharding(x.get_value(), sharding))
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    is_variable = lambda x: isinstance(x, nnx.Variable)
+    params = jax.tree.map(with_sharding, setup.abstract_params, setup.shardings.params, is_leaf=is_variable)
+    opt_state = jax.eval_shape(setup.tx.init, setup.abstract_params)
+    opt_state = jax.tree.map(with_sharding, opt_state, setup.shardings.opt_state, is_leaf=is_variable)
+    return {"params": params, "opt_state": opt_state}
+
+
+def global_batch(local: dict[str, np.ndarray], shardings: StepShardings) -> dict[str, jax.Array]:
+    """Assembles every process's rows into global arrays sharded over the batch axes."""
+    return {key: jax.make_array_from_process_local_data(shardings.batch, value) for key, value in local.items()}
+
+
+def evaluate_source(
+    eval_step: Any,
+    params: nnx.State,
+    source: hat_data.PackedSequences,
+    batch_size: int,
+    max_sequences: int = 0,
+    shardings: StepShardings | None = None,
+) -> dict[str, float]:
     """Exact held-out totals over `source`: bits per text byte, and nats per target (EOT included)."""
     totals = {"text_nats": 0.0, "text_bytes": 0.0, "nats": 0.0, "targets": 0.0}
-    for batch in hat_data.eval_dataset(source, batch_size, max_sequences):
-        out = eval_step(params, pad_batch(batch, batch_size))
+    process = (jax.process_index(), jax.process_count()) if shardings is not None else (0, 1)
+    for local in hat_data.eval_batches(source, batch_size, max_sequences, *process):
+        out = eval_step(params, global_batch(local, shardings) if shardings is not None else local)
         for key in totals:
             totals[key] += float(out[key])
     return {
@@ -85,7 +164,7 @@ def evaluate_source(eval_step, params, source: hat_data.PackedSequences, batch_s
 
 
 def _check_resumable(config: Config, meta: dict[str, Any]) -> None:
-    saved_model, model = meta["config"]["model"], to_dict(config)["model"]
+    saved_model, model = dict(meta["config"]["model"]), to_dict(config)["model"]
     if saved_model != model:
         changed = [k for k in saved_model if saved_model[k] != model.get(k)]
         raise TrainingError(
@@ -94,82 +173,117 @@ def _check_resumable(config: Config, meta: dict[str, Any]) -> None:
         )
 
 
+def step_flops(config: Config) -> float:
+    """Model FLOPs of one training step (forward + backward = 3x forward) at the configured shapes."""
+    data = config.data
+    if config.model.kind == "hat":
+        # The backbone runs every word slot, used or not, so the step costs max_words slots per sequence.
+        per_unit = flops_per_byte(config.model, data.seq_bytes, data.seq_bytes / data.max_words)
+    else:
+        per_unit = flops_per_byte(config.model, data.seq_bytes, 1.0)
+    return 3.0 * per_unit * data.seq_bytes * config.train.batch_size
+
+
 def train(config: Config) -> dict[str, float]:
     """Runs (or resumes) training as configured; returns the final held-out metrics."""
+    initialize_distributed(config.distributed)
+    is_primary = jax.process_index() == 0
     workdir = Path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    if is_primary:
+        (workdir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     cfg = config.train
     run_data = prepare_data(config)
+    setup = setup_training(config)
 
-    # The "rbg" key implementation initialises parameters several times faster on CPU than threefry.
-    model = build_model(config.model, rngs=nnx.Rngs(jax.random.key(config.seed, impl="rbg")))
-    graphdef, params = nnx.split(model, nnx.Param)
-    del model
-    tx = make_optimizer(cfg)
-    opt_state = tx.init(params)
-    train_step = make_train_step(graphdef, tx, config.data.max_words)
-    eval_step = make_eval_step(graphdef, config.data.max_words)
-
-    checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints)
+    checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     start_step = 0
     if (latest := checkpointer.latest_step()) is not None:
-        # The freshly initialised state is the restore target: it carries shapes, dtypes and shardings.
-        state, meta = checkpointer.restore(latest, {"params": params, "opt_state": opt_state})
+        # Restored straight into this mesh's shardings, whatever mesh wrote the checkpoint.
+        state, meta = checkpointer.restore(latest, abstract_state(setup))
         _check_resumable(config, meta)
         params, opt_state, start_step = state["params"], state["opt_state"], int(meta["data_step"])
         tqdm.write(f"resumed from {checkpointer.directory / str(latest)} at step {start_step}")
+    else:
+        params, opt_state = init_state(config, setup)
 
-    sizes = count_params(nnx.merge(graphdef, params))
+    sizes = count_params(nnx.merge(setup.graphdef, setup.abstract_params))
+    mesh = setup.rules.mesh
     tqdm.write(
-        f"{config.model.kind}: {sizes['total'] / 1e6:.2f}M params; "
-        f"train {run_data.num_train_bytes / 1e6:.1f} MB in {run_data.num_train_files} files "
-        f"({len(run_data.train)} sequences), held out {run_data.num_heldout_files} files"
+        f"{config.model.kind}: {sizes['total'] / 1e6:.2f}M params; mesh {dict(mesh.shape)} over "
+        f"{jax.process_count()} process(es); train {run_data.num_train_bytes / 1e6:.1f} MB in "
+        f"{run_data.num_train_files} files ({len(run_data.train)} sequences), "
+        f"held out {run_data.num_heldout_files} files"
     )
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, enabled=is_primary, resume_step=start_step)
+    flops_per_step = step_flops(config)
+    peak_flops = cfg.peak_flops_per_device * jax.device_count()
+    if not peak_flops:
+        # On CPU the devices share the host's cores: the machine's peak is one device's full-host matmul rate.
+        peak_flops = measure_matmul_peak() * jax.process_count()
     if start_step == 0:
-        writer.write(0, {f"params/{k}": v for k, v in sizes.items()})
+        writer.write(0, {f"params/{k}": v for k, v in sizes.items()} | {"perf/peak_flops": peak_flops})
 
-    dataset = hat_data.train_dataset(run_data.train, cfg.batch_size, config.data.seed)
+    dataset = hat_data.train_dataset(
+        run_data.train, cfg.batch_size, config.data.seed, jax.process_index(), jax.process_count()
+    )
     batches = hat_data.iterate_from(dataset, start_step)
     heldout_metrics: dict[str, float] = {}
+    train_seconds = 0.0
 
     def run_eval(step: int) -> None:
         nonlocal heldout_metrics
         if run_data.heldout is None:
             return
-        heldout_metrics = evaluate_source(eval_step, params, run_data.heldout, cfg.batch_size, cfg.eval_sequences)
+        heldout_metrics = evaluate_source(
+            setup.eval_step, params, run_data.heldout, cfg.batch_size, cfg.eval_sequences, setup.shardings
+        )
         writer.write(step, {f"eval/{k}": v for k, v in heldout_metrics.items()} | {"time/train_seconds": train_seconds})
         tqdm.write(f"step {step}: held-out {heldout_metrics['bits_per_byte']:.4f} bits/byte")
 
-    train_seconds, window_bytes, window_start = 0.0, 0.0, time.perf_counter()
+    window = {"bytes": 0.0, "steps": 0, "start": time.perf_counter()}
     # A logged step's metrics stay on the device until the next step has been dispatched, so reading them never
-    # stalls the host; bytes/s covers the bytes up to that step and the time until its metrics arrived.
-    pending: tuple[int, dict[str, jax.Array], float] | None = None
+    # stalls the host; throughput covers the steps up to that one and the time until its metrics arrived.
+    pending: tuple[int, dict[str, jax.Array], float, int] | None = None
     step = start_step
-    bar = tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
-
+    bar = tqdm(
+        total=cfg.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True, disable=not is_primary
+    )
     schedule = learning_rate_schedule(cfg)
 
     def flush_metrics() -> None:
-        nonlocal pending, window_start
+        nonlocal pending
         if pending is None:
             return
-        done_step, device_metrics, num_bytes = pending
+        done_step, device_metrics, num_bytes, num_steps = pending
         pending = None
         values = {f"train/{k}": float(v) for k, v in device_metrics.items()}
         now = time.perf_counter()
-        bytes_per_sec = num_bytes / max(now - window_start, 1e-9)
-        window_start = now
+        seconds = max(now - window["start"], 1e-9)
+        window["start"] = now
         if not math.isfinite(values["train/loss"]):
             raise TrainingError(
                 f"loss is {values['train/loss']} at step {done_step}; the last good checkpoint is kept in "
                 f"{checkpointer.directory}. Lower train.learning_rate or raise train.warmup_steps and rerun."
             )
-        values |= {"perf/bytes_per_sec": bytes_per_sec, "time/train_seconds": train_seconds}
-        values["train/learning_rate"] = float(schedule(done_step))
+        model_flops = flops_per_step * num_steps / seconds
+        values |= {
+            "perf/bytes_per_sec": num_bytes / seconds,
+            "perf/bytes_per_sec_per_device": num_bytes / seconds / jax.device_count(),
+            "perf/model_flops_per_sec": model_flops,
+            "perf/model_flops_per_sec_per_device": model_flops / jax.device_count(),
+            "perf/mfu": model_flops / peak_flops,
+            "time/train_seconds": train_seconds,
+            "train/learning_rate": float(schedule(done_step)),
+        }
         writer.write(done_step, values)
-        bar.set_postfix(bpb=f"{values['train/bits_per_byte']:.3f}", bytes_s=f"{bytes_per_sec / 1e3:.0f}k")
+        bar.set_postfix(
+            bpb=f"{values['train/bits_per_byte']:.3f}", bytes_s=f"{values['perf/bytes_per_sec'] / 1e3:.0f}k"
+        )
+
+    def save(at_step: int) -> None:
+        flush_metrics()  # a NaN loss must stop the run before its parameters are saved
+        checkpointer.save(at_step, {"params": params, "opt_state": opt_state}, config)
 
     try:
         while step < cfg.steps:
@@ -177,32 +291,33 @@ def train(config: Config) -> dict[str, float]:
                 tqdm.write(f"time budget of {cfg.time_budget_s:.0f}s reached at step {step}")
                 break
             t0 = time.perf_counter()
-            batch = next(batches)
-            params, opt_state, metrics = train_step(params, opt_state, batch)
+            local = next(batches)
+            params, opt_state, metrics = setup.train_step(params, opt_state, global_batch(local, setup.shardings))
             step += 1
             flush_metrics()
-            window_bytes += float(batch["loss_mask"].sum())
+            window["bytes"] += float(local.get("target_bytes", local["text_mask"]).sum()) * jax.process_count()
+            window["steps"] += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
-                pending = (step, metrics, window_bytes)
-                window_bytes = 0.0
+                pending = (step, metrics, window["bytes"], window["steps"])
+                window["bytes"], window["steps"] = 0.0, 0
             train_seconds += time.perf_counter() - t0
             bar.update(1)
             if step % cfg.eval_every == 0:
                 flush_metrics()
                 run_eval(step)
-                window_start = time.perf_counter()
+                window["start"] = time.perf_counter()
             if step % cfg.checkpoint_every == 0:
-                flush_metrics()  # a NaN loss must stop the run before its parameters are saved
-                checkpointer.save(step, {"params": params, "opt_state": opt_state}, config)
+                save(step)
         flush_metrics()
         if step % cfg.eval_every != 0:
             run_eval(step)
         if checkpointer.latest_step() != step:
-            checkpointer.save(step, {"params": params, "opt_state": opt_state}, config)
+            save(step)
     finally:
         bar.close()
         checkpointer.close()
         writer.close()
     summary = {"step": step, "train_seconds": train_seconds} | {f"eval/{k}": v for k, v in heldout_metrics.items()}
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if is_primary:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -11,16 +11,30 @@ from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
-    """Appends `{"step": N, name: value, ...}` lines to metrics.jsonl and scalars to TensorBoard event files."""
+    """Appends `{"step": N, name: value, ...}` lines to metrics.jsonl and scalars to TensorBoard event files.
 
-    def __init__(self, workdir: str | Path) -> None:
+    On resume (`resume_step`), lines of later steps (written by a run that died after its last checkpoint) are
+    dropped, so metrics.jsonl reads as one uninterrupted run. Only the primary process writes (`enabled`).
+    """
+
+    def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int | None = None) -> None:
         self.path = Path(workdir) / "metrics.jsonl"
+        self.enabled = enabled
+        if not enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step and self.path.exists():
+            kept = [row for row in read_metrics(self.path) if row["step"] <= resume_step]
+            temp = self.path.with_suffix(".jsonl.tmp")
+            temp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            temp.replace(self.path)
         self._file = self.path.open("a")
         self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         """Records `metrics` at `step`; non-finite floats are written as null in JSON (JSON has no NaN)."""
+        if not self.enabled:
+            return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         self._file.write(json.dumps({"step": step, **clean}) + "\n")
         self._file.flush()
@@ -30,6 +44,8 @@ class MetricWriter:
 
     def close(self) -> None:
         """Flushes and closes both sinks."""
+        if not self.enabled:
+            return
         self._file.close()
         self._tensorboard.close()
 
@@ -39,4 +55,10 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short when the process was killed mid-write
+    return rows

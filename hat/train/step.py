@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from hat.config import TrainConfig
+from hat.models.sharding import ShardingRules, activation_sharding, constrain
 
 Batch = dict[str, jax.Array]
 LN2 = math.log(2.0)
@@ -62,44 +65,121 @@ def target_bytes(batch: Batch) -> jax.Array:
     return batch["target_bytes"] if "target_bytes" in batch else batch["text_mask"]
 
 
-def make_eval_step(graphdef: nnx.GraphDef, num_words: int) -> Callable[..., Any]:
+@dataclass(frozen=True)
+class StepShardings:
+    """Where the train state and batches live on the mesh: trees of `NamedSharding` (or prefixes of them)."""
+
+    params: Any
+    opt_state: Any
+    batch: NamedSharding
+    replicated: NamedSharding
+
+
+def state_shardings(
+    rules: ShardingRules, abstract_params: nnx.State, tx: optax.GradientTransformation
+) -> StepShardings:
+    """Parameter shardings from the rules; optimizer moments follow their parameters; counters are replicated."""
+    param_shardings = rules.param_shardings(abstract_params)
+    replicated = NamedSharding(rules.mesh, PartitionSpec())
+    opt_shardings = optax.tree_map_params(
+        tx,
+        lambda _, sharding: sharding,
+        jax.eval_shape(tx.init, abstract_params),
+        param_shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+    batch = rules.named(("act_batch", None), (rules.mesh.size, 1))
+    return StepShardings(param_shardings, opt_shardings, batch, replicated)
+
+
+def _sums(nll_BxT: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+    return {
+        "text_nats": (nll_BxT * batch["text_mask"]).sum(),
+        "text_bytes": target_bytes(batch).sum(),
+        "nats": (nll_BxT * batch["loss_mask"]).sum(),
+        "targets": batch["loss_mask"].sum(),
+    }
+
+
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    num_words: int,
+    rules: ShardingRules | None = None,
+    shardings: StepShardings | None = None,
+) -> Callable[..., Any]:
     """Jitted `eval_step(params, batch)`: summed NLL (nats) of text targets and the text bytes they cover, and of
     all targets, so callers can aggregate exactly over many batches."""
     forward = _forward_fn(graphdef, num_words)
 
-    @jax.jit
     def eval_step(params: nnx.State, batch: Batch) -> dict[str, jax.Array]:
-        nll_BxT = token_losses(forward(params, batch), batch["targets"])
-        return {
-            "text_nats": (nll_BxT * batch["text_mask"]).sum(),
-            "text_bytes": target_bytes(batch).sum(),
-            "nats": (nll_BxT * batch["loss_mask"]).sum(),
-            "targets": batch["loss_mask"].sum(),
-        }
+        with activation_sharding(rules):
+            return _sums(token_losses(forward(params, batch), batch["targets"]), batch)
 
-    return eval_step
+    if shardings is None:
+        return jax.jit(eval_step)
+    return jax.jit(eval_step, in_shardings=(shardings.params, shardings.batch), out_shardings=shardings.replicated)
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, num_words: int) -> Callable[..., Any]:
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    num_words: int,
+    rules: ShardingRules | None = None,
+    shardings: StepShardings | None = None,
+    microbatches: int = 1,
+) -> Callable[..., Any]:
     """Jitted `train_step(params, opt_state, batch) -> (params, opt_state, metrics)`.
 
-    Params and optimizer state are donated (updated in place on accelerators).
+    Params and optimizer state are donated (updated in place). With `shardings`, inputs and outputs are pinned
+    to the mesh (params and optimizer state per the rules, the batch split over its batch axes). With
+    `microbatches > 1` the batch is cut into that many slices whose gradients are summed one after another
+    (gradient accumulation); the loss is normalised by the whole batch's targets, so the update equals the
+    one-batch update up to float summation order.
     """
     forward = _forward_fn(graphdef, num_words)
 
-    def loss_fn(params: nnx.State, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-        nll_BxT = token_losses(forward(params, batch), batch["targets"])
-        num_targets = jnp.maximum(batch["loss_mask"].sum(), 1.0)
-        loss = (nll_BxT * batch["loss_mask"]).sum() / num_targets
-        text_nats = (nll_BxT * batch["text_mask"]).sum()
-        text_bytes = target_bytes(batch).sum()
-        return loss, {"loss": loss, "bits_per_byte": text_nats / jnp.maximum(text_bytes, 1.0) / LN2}
+    def summed_nll(params: nnx.State, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        sums = _sums(token_losses(forward(params, batch), batch["targets"]), batch)
+        return sums["nats"], sums
+
+    grad_fn = jax.grad(summed_nll, has_aux=True)
+
+    def accumulate(params: nnx.State, batch: Batch) -> tuple[nnx.State, dict[str, jax.Array]]:
+        if microbatches == 1:
+            return grad_fn(params, batch)
+        # Microbatch i takes rows i, i + k, i + 2k, ...: each slice stays spread over every batch shard.
+        micro = jax.tree.map(lambda x: x.reshape(-1, microbatches, *x.shape[1:]).swapaxes(0, 1), batch)
+        if rules is not None:
+            micro = jax.tree.map(lambda x: constrain(x, (None, "act_batch") + (None,) * (x.ndim - 2)), micro)
+
+        def body(carry, micro_batch):
+            grads, sums = grad_fn(params, micro_batch)
+            return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro)))
+        (grads, sums), _ = jax.lax.scan(body, zeros, micro)
+        return grads, sums
 
     def train_step(params: nnx.State, opt_state: optax.OptState, batch: Batch):
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+        with activation_sharding(rules):
+            grads, sums = accumulate(params, batch)
+        num_targets = jnp.maximum(sums["targets"], 1.0)
+        grads = jax.tree.map(lambda g: g / num_targets, grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics = {
+            "loss": sums["nats"] / num_targets,
+            "bits_per_byte": sums["text_nats"] / jnp.maximum(sums["text_bytes"], 1.0) / LN2,
+            "grad_norm": optax.tree.norm(grads),
+        }
         return params, opt_state, metrics
 
-    return jax.jit(train_step, donate_argnums=(0, 1))
+    if shardings is None:
+        return jax.jit(train_step, donate_argnums=(0, 1))
+    return jax.jit(
+        train_step,
+        in_shardings=(shardings.params, shardings.opt_state, shardings.batch),
+        out_shardings=(shardings.params, shardings.opt_state, shardings.replicated),
+        donate_argnums=(0, 1),
+    )

@@ -1,0 +1,78 @@
+"""`train.py --dry-run`: build the model abstractly, compile the sharded step for the configured mesh, report
+parameters, FLOPs and per-device memory, all without allocating parameters or reading data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hat.config import Config
+from hat.models import count_params, flops_per_byte
+from hat.train.loop import abstract_state, setup_training, step_flops
+
+BATCH_FIELDS = {
+    "inputs": jnp.int32,
+    "targets": jnp.int32,
+    "word_ids": jnp.int32,
+    "loss_mask": jnp.float32,
+    "text_mask": jnp.float32,
+}
+
+
+def dry_run(config: Config) -> dict[str, Any]:
+    """Lowers and compiles one train step on the configured mesh; returns counts, FLOPs and memory per device."""
+    setup = setup_training(config)
+    state = abstract_state(setup)
+    shape = (config.train.batch_size, config.data.seq_bytes)
+    batch = {
+        key: jax.ShapeDtypeStruct(shape, dtype, sharding=setup.shardings.batch) for key, dtype in BATCH_FIELDS.items()
+    }
+    compiled = setup.train_step.lower(state["params"], state["opt_state"], batch).compile()
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    sizes = count_params(nnx.merge(setup.graphdef, setup.abstract_params))
+    data = config.data
+    bytes_per_word = data.seq_bytes / data.max_words if config.model.kind == "hat" else 1.0
+    per_device = {
+        "arguments": memory.argument_size_in_bytes,
+        "outputs": memory.output_size_in_bytes,
+        "aliased": memory.alias_size_in_bytes,
+        "temporaries": memory.temp_size_in_bytes,
+        "generated_code": memory.generated_code_size_in_bytes,
+    }
+    per_device["peak_estimate"] = (
+        per_device["arguments"] + per_device["outputs"] - per_device["aliased"] + per_device["temporaries"]
+    )
+    return {
+        "mesh": dict(setup.rules.mesh.shape),
+        "devices": int(np.prod(list(setup.rules.mesh.shape.values()))),
+        "params": sizes,
+        "flops_per_byte_forward": flops_per_byte(config.model, data.seq_bytes, bytes_per_word),
+        "model_flops_per_step": step_flops(config),
+        "compiled_flops_per_device": float(cost.get("flops", float("nan"))) if cost else float("nan"),
+        "memory_per_device_bytes": per_device,
+        "unsharded": setup.rules.unsharded(setup.abstract_params),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A human-readable table of a dry-run report."""
+    gib = 1024**3
+    lines = [f"mesh {report['mesh']} ({report['devices']} devices)", "parameters:"]
+    lines += [f"  {name:<10} {count / 1e6:>12,.2f} M" for name, count in report["params"].items()]
+    lines += [
+        f"forward FLOPs per byte   {report['flops_per_byte_forward'] / 1e9:,.3f} G",
+        f"model FLOPs per step     {report['model_flops_per_step'] / 1e12:,.2f} T (forward + backward)",
+        f"compiled FLOPs / device  {report['compiled_flops_per_device'] / 1e12:,.2f} T (XLA cost analysis)",
+        "memory per device (compiled step):",
+    ]
+    lines += [f"  {name:<14} {size / gib:>10.3f} GiB" for name, size in report["memory_per_device_bytes"].items()]
+    if report["unsharded"]:
+        lines.append(f"replicated where a mesh axis did not divide ({len(report['unsharded'])} parameters):")
+        lines += [f"  {entry}" for entry in report["unsharded"][:8]]
+    return "\n".join(lines)
