@@ -111,11 +111,12 @@ def _default_mesh() -> dict[str, int]:
 
 
 def _default_rules() -> dict[str, list[str]]:
-    # Parameters: FSDP shards the model width, tensor parallelism splits heads, MLP and vocabulary.
+    # Parameters: FSDP shards the model width, tensor parallelism splits heads and MLP. A byte vocabulary (256)
+    # is too small to split; token models with large vocabularies may map "vocab" to tensor.
     # Activations ("act_*") keep the batch on data x fsdp and split heads and MLP over tensor.
     return {
         "embed": ["fsdp"],
-        "vocab": ["tensor"],
+        "vocab": [],
         "heads": ["tensor"],
         "kv_heads": ["tensor"],
         "mlp": ["tensor"],
@@ -127,7 +128,7 @@ def _default_rules() -> dict[str, list[str]]:
         "act_heads": ["tensor"],
         "act_kv_heads": ["tensor"],
         "act_mlp": ["tensor"],
-        "act_vocab": ["tensor"],
+        "act_vocab": [],
     }
 
 
@@ -173,6 +174,9 @@ class TrainConfig:
     steps: int = 2000
     # Stop early once this many seconds of training have passed (0: no limit). Used for equal-time comparisons.
     time_budget_s: float = 0.0
+    # Stop this invocation after this many steps and checkpoint (0: run to `steps`); the learning-rate schedule
+    # still spans `steps`, so a long run can be trained in chunks (e.g. on preemptible machines).
+    stop_after_steps: int = 0
     learning_rate: float = 3e-3
     warmup_steps: int = 100
     # Cosine decay ends at learning_rate * min_lr_ratio.

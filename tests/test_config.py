@@ -67,3 +67,33 @@ def test_round_trip_through_dict():
     config = load_config(None, ["data.corpus=[a.txt, b/]"])
     assert config_from_dict(to_dict(config)) == config
     assert isinstance(config_from_dict({}), Config)
+
+
+def test_base_config_and_mesh_overrides(tmp_path):
+    from hat.config import CONFIG_DIR
+
+    pod = load_config(CONFIG_DIR / "hat_llama3_8b_pod.yaml", ["parallel.mesh.fsdp=16"])
+    base = load_config(CONFIG_DIR / "hat_llama3_8b.yaml")
+    assert pod.model == base.model  # inherited through `base:`
+    assert pod.train.batch_size == 256 and base.train.batch_size == 16
+    assert pod.parallel.mesh == {"data": -1, "fsdp": 16, "tensor": 1}
+    assert pod.parallel.rules["embed"] == ["fsdp"]  # one override leaves the rest of the table alone
+    with pytest.raises(ConfigError, match=r"parallel\.rules\.heads names mesh axes \['model'\]"):
+        load_config(None, ["parallel.rules.heads=model"])
+    with pytest.raises(ConfigError, match="at most one -1"):
+        load_config(None, ["parallel.mesh.fsdp=-1"])
+    with pytest.raises(ConfigError, match="multiple of train.microbatches"):
+        load_config(None, ["train.batch_size=6", "train.microbatches=4"])
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "loop.yaml")
+
+
+def test_mesh_shape_fills_the_free_axis():
+    from hat.train.mesh import MeshError, resolve_mesh_shape
+
+    assert resolve_mesh_shape({"data": -1, "fsdp": 4, "tensor": 2}, 256) == {"data": 32, "fsdp": 4, "tensor": 2}
+    with pytest.raises(MeshError, match="do not divide"):
+        resolve_mesh_shape({"data": -1, "fsdp": 3}, 8)
+    with pytest.raises(MeshError, match="needs 4 devices but 8"):
+        resolve_mesh_shape({"data": 2, "fsdp": 2}, 8)

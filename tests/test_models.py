@@ -19,7 +19,7 @@ import pytest
 from flax import nnx
 
 from hat.config import EOT_BYTE, ModelConfig, PoolingConfig, TransformerConfig
-from hat.models import HAT, FlatLM, build_model, count_params, flops_per_byte
+from hat.models import HAT, FlatLM, build_model, convert_layer_layout, count_params, flops_per_byte
 from hat.models.layers import Attention, apply_rope
 from hat.text import split_words
 
@@ -226,10 +226,11 @@ def test_segment_pooling_equals_dense_reference():
     np.testing.assert_array_equal(pooled[:, -1], 0.0)  # an empty word slot
 
 
-def test_remat_gives_identical_logits_and_gradients():
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
+def test_remat_gives_identical_logits_and_gradients(policy):
     params, loss_and_grad = overfit_loss_and_grad(word_path_config())
     (_, logits), grads = loss_and_grad(params)
-    remat_params, remat_loss_and_grad = overfit_loss_and_grad(word_path_config(remat="full"))
+    remat_params, remat_loss_and_grad = overfit_loss_and_grad(word_path_config(remat=policy))
     (_, remat_logits), remat_grads = remat_loss_and_grad(remat_params)
     np.testing.assert_allclose(remat_logits, logits, atol=1e-6, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7, rtol=1e-5), remat_grads, grads)
@@ -296,3 +297,22 @@ def test_param_counts_and_flops():
     # The backbone runs once per word in HAT and once per byte in the flat LM.
     assert flops_per_byte(cfg, 1024, 5.0) < flops_per_byte(lm_cfg, 1024, 5.0)
     assert flops_per_byte(cfg, 1024, 10.0) < flops_per_byte(cfg, 1024, 5.0)
+
+
+@pytest.mark.parametrize("kind", ["hat", "byte_lm"])
+def test_scanned_backbone_equals_layer_list(kind):
+    """The scanned layout (stacked parameters, lax.scan) computes exactly what the per-layer list computes."""
+    cfg = tiny_config(kind=kind, backbone=dataclasses.replace(tiny_config().backbone, num_layers=3), remat="full")
+    listed, listed_forward = model_and_forward(cfg)
+    scanned_cfg = dataclasses.replace(cfg, scan_layers=True)
+    scanned = build_model(scanned_cfg, rngs=rngs())
+    graphdef, scanned_params = nnx.split(scanned, nnx.Param)
+    assert nnx.to_pure_dict(scanned_params)["backbone"]["layers"]["mlp"]["up_proj"].shape[0] == 3
+    # Load the list model's parameters into the scanned layout.
+    stacked = convert_layer_layout(nnx.to_pure_dict(nnx.state(listed, nnx.Param)), scan_layers=True)
+    nnx.replace_by_pure_dict(scanned_params, stacked)
+    inputs = batch("Hello, world! howAreYou 日本語", "def f(x):\n    return x")
+    scanned_logits = jit(lambda p: nnx.merge(graphdef, p)(*inputs, num_words=NUM_WORDS))(scanned_params)
+    np.testing.assert_allclose(scanned_logits, listed_forward(*inputs, num_words=NUM_WORDS), atol=2e-5, rtol=1e-5)
+    back = convert_layer_layout(nnx.to_pure_dict(scanned_params), scan_layers=False)
+    jax.tree.map(np.testing.assert_array_equal, back, nnx.to_pure_dict(nnx.state(listed, nnx.Param)))

@@ -237,8 +237,13 @@ def prepare_corpus(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         _write_prepared(docs, tmp, max_word_bytes, name)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Several processes of one run may prepare the same corpus at once; the first rename wins.
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (final / "manifest.json").is_file():
+                raise CorpusError(f"{final} exists but is incomplete; delete it and rerun") from None
     return load_prepared(final)
 
 

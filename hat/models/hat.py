@@ -33,7 +33,7 @@ from hat.models.layers import (
     output_init,
     run_layers,
 )
-from hat.models.sharding import constrain, make_param
+from hat.models.sharding import constrain, gathered_table, make_param
 
 
 def pooling_head_dim(cfg: ModelConfig) -> int:
@@ -57,7 +57,8 @@ class Encoder(nnx.Module):
         self.layers = make_layers(cfg.encoder, dtype=dtype, rngs=rngs)
 
     def __call__(self, bytes_BxT: jax.Array) -> jax.Array:
-        x_BxTxE = constrain(jnp.take(self.embedding_layer[...], bytes_BxT, axis=0).astype(self.dtype), ACT_BxTxD)
+        x_BxTxE = constrain(jnp.take(gathered_table(self.embedding_layer), bytes_BxT, axis=0), ACT_BxTxD)
+        x_BxTxE = x_BxTxE.astype(self.dtype)
         return run_layers(self.layers, x_BxTxE, _positions(bytes_BxT.shape[1]), remat=self.remat)
 
 

@@ -8,7 +8,7 @@ from flax import nnx
 
 from hat.config import ModelConfig
 from hat.models.layers import INIT_STD, ACT_BxTxD, LlamaStack, RMSNorm, normal_init
-from hat.models.sharding import constrain, make_param
+from hat.models.sharding import constrain, gathered_table, make_param
 
 
 class FlatLM(nnx.Module):
@@ -30,7 +30,7 @@ class FlatLM(nnx.Module):
     ) -> jax.Array:
         """Logits B x T x V (float32); the logit at position t predicts unit t + 1. Word ids are ignored."""
         del word_ids_BxT, num_words
-        x_BxTxD = jnp.take(self.embedding_layer[...], bytes_BxT, axis=0).astype(self.dtype)
+        x_BxTxD = jnp.take(gathered_table(self.embedding_layer), bytes_BxT, axis=0).astype(self.dtype)
         positions_1xT = jnp.arange(bytes_BxT.shape[1], dtype=jnp.int32)[None, :]
         x_BxTxD = self.backbone(constrain(x_BxTxD, ACT_BxTxD), positions_1xT)
         logits_BxTxV = self.layer_norm(x_BxTxD.astype(jnp.float32)) @ self.lm_head[...]

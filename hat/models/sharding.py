@@ -142,3 +142,9 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     if rules is None:
         return x
     return jax.lax.with_sharding_constraint(x, rules.named(names, x.shape))
+
+
+def gathered_table(table: nnx.Param) -> jax.Array:
+    """An embedding table gathered whole on every device before a lookup (FSDP all-gathers weights for use
+    anyway): a lookup into a table split along its width would make XLA replicate the looked-up activations."""
+    return constrain(table[...], (None, None))

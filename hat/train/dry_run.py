@@ -68,7 +68,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [
         f"forward FLOPs per byte   {report['flops_per_byte_forward'] / 1e9:,.3f} G",
         f"model FLOPs per step     {report['model_flops_per_step'] / 1e12:,.2f} T (forward + backward)",
-        f"compiled FLOPs / device  {report['compiled_flops_per_device'] / 1e12:,.2f} T (XLA cost analysis)",
+        f"compiled FLOPs / device  {report['compiled_flops_per_device'] / 1e12:,.2f} T "
+        "(XLA cost analysis; a scanned loop body counts once)",
         "memory per device (compiled step):",
     ]
     lines += [f"  {name:<14} {size / gib:>10.3f} GiB" for name, size in report["memory_per_device_bytes"].items()]

@@ -285,8 +285,9 @@ def train(config: Config) -> dict[str, float]:
         flush_metrics()  # a NaN loss must stop the run before its parameters are saved
         checkpointer.save(at_step, {"params": params, "opt_state": opt_state}, config)
 
+    last_step = min(cfg.steps, start_step + cfg.stop_after_steps) if cfg.stop_after_steps else cfg.steps
     try:
-        while step < cfg.steps:
+        while step < last_step:
             if cfg.time_budget_s and train_seconds >= cfg.time_budget_s:
                 tqdm.write(f"time budget of {cfg.time_budget_s:.0f}s reached at step {step}")
                 break
