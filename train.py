@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         help="simulate N CPU devices (XLA host platform), e.g. to dry-run a pod mesh on a laptop",
     )
     parser.add_argument("--json", action="store_true", help="with --dry-run: print the report as JSON")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.fake_devices:
         # Must happen before jax is imported anywhere in this process.
         os.environ["XLA_FLAGS"] = (

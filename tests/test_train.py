@@ -113,3 +113,21 @@ def test_help_on_every_script():
         with pytest.raises(SystemExit) as info:
             _load_script(name).main(["--help"])
         assert info.value.code == 0
+
+
+def test_checkpoint_loads_in_either_layer_layout(trained_run: Path):
+    import numpy as np
+
+    from hat.inference import load_model
+    from hat.text import split_words
+
+    listed, scanned = load_model(trained_run), load_model(trained_run, scan_layers=True)
+    assert not listed.config.model.scan_layers and scanned.config.model.scan_layers
+    words = split_words(b"def main():\n    return 0\n")
+    inputs = np.array([[192, *b"".join(words)]], np.int32)
+    word_ids = np.array([[0] + [i + 1 for i, w in enumerate(words) for _ in w]], np.int32)
+    num_words = listed.config.data.max_words
+    np.testing.assert_allclose(
+        scanned.model(inputs, word_ids, num_words=num_words), listed.model(inputs, word_ids, num_words=num_words),
+        atol=1e-5, rtol=1e-5,
+    )  # fmt: skip
