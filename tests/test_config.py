@@ -97,3 +97,22 @@ def test_mesh_shape_fills_the_free_axis():
         resolve_mesh_shape({"data": -1, "fsdp": 3}, 8)
     with pytest.raises(MeshError, match="needs 4 devices but 8"):
         resolve_mesh_shape({"data": 2, "fsdp": 2}, 8)
+
+
+def test_rules_table_maps_logical_axes_to_mesh_axes():
+    from jax.sharding import AbstractMesh, PartitionSpec
+
+    from hat.models.sharding import ShardingRules
+
+    config = load_config(None, ["parallel.part_rules={encoder: {heads: [], mlp: []}}"])
+    rules = ShardingRules(AbstractMesh((2, 4, 2), ("data", "fsdp", "tensor")), config.parallel.rules,
+                          config.parallel.part_rules)  # fmt: skip
+    q_proj = ("embed", "heads", "head_dim")
+    assert rules.spec(q_proj, (256, 8, 32), part="backbone") == PartitionSpec("fsdp", "tensor", None)
+    assert rules.spec(q_proj, (256, 8, 32), part="encoder") == PartitionSpec("fsdp", None, None)
+    # A stacked (scanned) layer keeps its layer axis whole; 3 heads cannot split 2 ways and stay replicated.
+    assert rules.spec(("layers", *q_proj), (4, 256, 3, 32)) == PartitionSpec(None, "fsdp", None, None)
+    activation = ("act_batch", "act_length", "act_embed")
+    assert rules.spec(activation, (16, 128, 64)) == PartitionSpec(("data", "fsdp"), None, None)
+    # Batch 4 cannot split 8 ways: only the axes that divide it are kept, in order.
+    assert rules.spec(("act_batch", None), (4, 128)) == PartitionSpec("data", None)
