@@ -38,7 +38,9 @@ _WORD = rb"A-Za-z0-9_\x80-\xff"
 _SPACE = rb"\t\n\x0b\x0c\r "
 CHUNK_RE = re.compile(rb" ?[" + _WORD + rb"]+| ?[^" + _SPACE + _WORD + rb"]+|[" + _SPACE + rb"]+")
 # The same rule over characters (every non-ASCII character consists of non-ASCII bytes), for tokenizer.json.
-_CHUNK_PATTERN_STR = r" ?[A-Za-z0-9_\x{80}-\x{10FFFF}]+| ?[^\t\n\x0b\x0c\r A-Za-z0-9_\x{80}-\x{10FFFF}]+|[\t\n\x0b\x0c\r ]+"
+_WORD_STR = r"A-Za-z0-9_\x{80}-\x{10FFFF}"
+_SPACE_STR = r"\t\n\x0b\x0c\r "
+_CHUNK_PATTERN_STR = rf" ?[{_WORD_STR}]+| ?[^{_SPACE_STR}{_WORD_STR}]+|[{_SPACE_STR}]+"
 
 
 class TokenizerError(ValueError):
