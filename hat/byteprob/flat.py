@@ -1,8 +1,8 @@
 """`TokenModel` over a trained flat token LM (`model.kind: token_lm`): each prefix is recomputed in full.
 
 Prefixes are laid out as in training (`[EOT] + tokens`, the most recent `data.bpe.seq_tokens` tokens when longer),
-padded to that length and to a power-of-two batch (a handful of compiles), and memoised, so a prefix asked for twice
-costs one forward pass. A KV-cached step can replace this class behind the same `next_token_logprobs`.
+padded to a power-of-two length and to one row or a full batch (a handful of compiles), and memoised, so a prefix
+asked for twice costs one forward pass. A KV-cached step can replace this class behind the same `next_token_logprobs`.
 """
 
 from __future__ import annotations
@@ -43,8 +43,12 @@ class FlatTokenModel:
         self._forward = forward
 
     def _layout(self, prefixes: Sequence[Prefix]) -> tuple[np.ndarray, np.ndarray]:
-        rows = 1 << max(0, len(prefixes) - 1).bit_length()
-        inputs_BxT = np.zeros((rows, self.context), np.int32)
+        rows = 1 if len(prefixes) == 1 else self.batch_size
+        # Causal attention: padding after the last real token changes nothing, so short prefixes run in a
+        # shorter power-of-two window.
+        longest = min(self.context, 1 + max(len(p) for p in prefixes))
+        length = min(self.context, max(16, 1 << (longest - 1).bit_length()))
+        inputs_BxT = np.zeros((rows, length), np.int32)
         positions_B = np.zeros(rows, np.int32)
         for i, prefix in enumerate(prefixes):
             sequence = ((EOT_ID,) + prefix)[-self.context :]
