@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from hat.byteprob.bytelevel import NativeByteModel, combine, load_byte_model
+from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, load_byte_model, text_bits
 from hat.byteprob.flat import FlatTokenModel
 from hat.byteprob.models import log_softmax
 from hat.config import load_config
@@ -137,6 +137,21 @@ def test_combine_mixture_and_product():
     product = np.exp(combine([a, b], [1.0, 1.0], "product"))
     expected = np.exp(a + b) / np.exp(a + b).sum(-1, keepdims=True)
     np.testing.assert_allclose(product, expected, atol=1e-12)
+
+
+def test_fitted_mixture_weights_beat_every_fixed_choice():
+    rng = np.random.default_rng(1)
+    texts = [bytes(rng.integers(0, 256, size=40).astype(np.uint8)) for _ in range(3)]
+    members = [[log_softmax(rng.normal(size=(41, 257)) * s) for _ in texts] for s in (0.5, 2.0, 4.0)]
+    weights = fit_mixture_weights(members, texts, iterations=300)
+    assert abs(sum(weights) - 1) < 1e-9 and all(w >= 0 for w in weights)
+
+    def bits(w):
+        return sum(text_bits(combine([m[j] for m in members], w, "mixture"), t) for j, t in enumerate(texts))
+
+    best = bits(weights)
+    for w in [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [2, 1, 0.5]]:
+        assert best <= bits(w) + 1e-6
 
 
 def test_generate_token_model_and_ensemble(runs, capsysbinary):

@@ -160,6 +160,29 @@ def combine(rows: Sequence[np.ndarray], weights: Sequence[float], how: Literal["
     raise ValueError(f"unknown ensemble {how!r}; expected 'mixture' or 'product'")
 
 
+def fit_mixture_weights(
+    rows: Sequence[Sequence[np.ndarray]], texts: Sequence[bytes], iterations: int = 100
+) -> list[float]:
+    """Mixture weights maximising the likelihood of `texts` (EM): `rows[i][j]` is member i's `text_logprobs` of
+    text j. Each EM step cannot lower the likelihood; the weights stay positive and sum to 1."""
+    log_p_MxN = np.stack(
+        [
+            np.concatenate(
+                [r[np.arange(len(t)), np.frombuffer(t, np.uint8)] for r, t in zip(member, texts) if t]
+            )
+            for member in rows
+        ]
+    )
+    w_M = np.full(len(rows), 1.0 / len(rows))
+    for _ in range(iterations):
+        log_joint_MxN = log_p_MxN + np.log(w_M)[:, None]
+        top_N = log_joint_MxN.max(axis=0)
+        posterior_MxN = np.exp(log_joint_MxN - top_N)
+        posterior_MxN /= posterior_MxN.sum(axis=0)
+        w_M = posterior_MxN.mean(axis=1)
+    return w_M.tolist()
+
+
 class Ensemble:
     """A weighted mixture or product of byte-level models; itself a byte-level model."""
 
