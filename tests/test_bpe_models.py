@@ -178,3 +178,18 @@ def test_bpe_config_needs_matching_vocab():
 
     with pytest.raises(ConfigError, match="vocab_size"):
         load_config(REPO / "configs/bpe_tiny.yaml", ["data.bpe.vocab_size=512"])
+
+
+def test_benchmark_functions_on_a_tiny_run(runs):
+    benchmark = _script("benchmark_byteprob")
+    model = load_byte_model(runs["bpe"])
+    cost = benchmark.cost(model.model, model.table, b"def f(x):")
+    assert cost["stream_calls_per_byte"] <= 1 + 1 / 9 + 1e-9  # one prefix per byte (+ the empty one)
+    assert cost["naive_calls_per_byte"] > cost["stream_calls_per_byte"]
+    bias = benchmark.tokenisation_bias(model.model, model.table, [b"print(x)\n", "日本語\n".encode()])
+    assert bias["exact/all"]["cuts"] == bias["naive/all"]["cuts"] == 8 + 9
+    assert 0 < bias["exact/mid_token"]["cuts"] < bias["exact/all"]["cuts"]
+    assert all(0 <= v["accuracy"] <= 1 and v["bits"] > 0 for v in bias.values())
+    with pytest.raises(SystemExit) as info:
+        benchmark.main(["--help"])
+    assert info.value.code == 0
