@@ -59,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _byte_level(args: argparse.Namespace, loaded) -> int:
     """Byte-level scoring of one or more checkpoints (token LMs exactly) and their ensemble."""
-    from hat.byteprob.bytelevel import load_byte_model
+    from hat.byteprob.bytelevel import byte_model, load_byte_model
     from hat.byteprob.evaluate import score_files
     from hat.evaluate import zlib_bits_per_byte
 
-    models = [load_byte_model(path) for path in [args.checkpoint, *args.also]]
+    models = [byte_model(loaded), *(load_byte_model(path) for path in args.also)]
     if args.weights and len(args.weights) != len(models):
         raise ValueError(f"--weights needs {len(models)} values, one per checkpoint")
     scores = score_files(models, args.files, args.ensemble, args.weights)

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_new_bytes < 0 or args.temperature < 0 or not 0 <= args.top_k <= 256:
         parser.error("--max-new-bytes and --temperature must be >= 0 and --top-k in [0, 256]")
 
-    from hat.byteprob.bytelevel import Ensemble, load_byte_model, sample
+    from hat.byteprob.bytelevel import Ensemble, byte_model, load_byte_model, sample
     from hat.generate import sample_bytes
     from hat.inference import load_model
     from hat.text.bpe import TokenizerError
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_model(args.checkpoint)
         byte_level = None
         if args.also or loaded.config.model.kind == "token_lm":
-            models = [load_byte_model(path) for path in [args.checkpoint, *args.also]]
+            models = [byte_model(loaded), *(load_byte_model(path) for path in args.also)]
             byte_level = models[0] if len(models) == 1 else Ensemble(models, args.weights, args.ensemble)
     except (CheckpointError, TokenizerError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

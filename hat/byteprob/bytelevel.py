@@ -271,12 +271,16 @@ def tokenizer_for(loaded: LoadedModel) -> BPETokenizer:
     return load_tokenizer(configured if configured else Path(loaded.path).parent.parent / "tokenizer.json")
 
 
-def load_byte_model(checkpoint: str | Path) -> ByteLevelModel:
-    """Any checkpoint as a byte-level model: HAT and byte LM natively, a BPE token LM through exact byte
+def byte_model(loaded: LoadedModel) -> ByteLevelModel:
+    """A loaded checkpoint as a byte-level model: HAT and byte LM natively, a BPE token LM through exact byte
     probabilities."""
-    loaded = load_model(checkpoint)
     if loaded.config.model.kind == "token_lm":
         if loaded.config.data.format != "bpe":
-            raise ValueError(f"{checkpoint}: byte-level probabilities need a BPE token model (data.format: bpe)")
+            raise ValueError(f"{loaded.path}: byte-level probabilities need a BPE token model (data.format: bpe)")
         return TokenByteModel(FlatTokenModel(loaded), tokenizer_for(loaded), f"token_lm:{loaded.path}")
     return NativeByteModel(loaded)
+
+
+def load_byte_model(checkpoint: str | Path) -> ByteLevelModel:
+    """`byte_model` of the checkpoint at `checkpoint` (a run's workdir or one step directory)."""
+    return byte_model(load_model(checkpoint))
