@@ -90,6 +90,20 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BPEConfig:
+    """Byte-level BPE data (`data.format: bpe`) for a `token_lm`: tokenizer and token sequence length."""
+
+    # Ids in the tokenizer (end-of-text and the 256 bytes included); must equal model.vocab_size.
+    vocab_size: int = 4096
+    # A tokenizer.json written by hat; empty: train one on the training split (cached beside the prepared data).
+    tokenizer: str = ""
+    # Tokens per training sequence.
+    seq_tokens: int = 256
+    # Train the tokenizer on at most this many bytes of the training split (0: all of it).
+    train_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the bytes come from and how they are packed into training sequences."""
 
@@ -104,6 +118,9 @@ class DataConfig:
     # Directory for prepared tensorstore arrays; empty means `<workdir>/data`.
     cache_dir: str = ""
     seed: int = 0
+    # "bytes": packed byte sequences (HAT, byte LM); "bpe": byte-level BPE token sequences (token LM).
+    format: Literal["bytes", "bpe"] = "bytes"
+    bpe: BPEConfig = BPEConfig()
 
 
 def _default_mesh() -> dict[str, int]:
@@ -388,6 +405,11 @@ def validate(config: Config) -> None:
         raise ConfigError("data.seq_bytes must exceed model.max_word_bytes so that every word fits a sequence")
     if data.max_words < 2:
         raise ConfigError("data.max_words must be at least 2")
+    if data.format == "bpe" and (model.kind != "token_lm" or model.vocab_size != data.bpe.vocab_size):
+        raise ConfigError(
+            f"data.format bpe needs model.kind token_lm with model.vocab_size == data.bpe.vocab_size "
+            f"(got kind {model.kind}, vocab_size {model.vocab_size} and {data.bpe.vocab_size})"
+        )
     if config.train.batch_size < 1 or config.train.steps < 1:
         raise ConfigError("train.batch_size and train.steps must be positive")
     if config.train.microbatches < 1 or config.train.batch_size % config.train.microbatches:

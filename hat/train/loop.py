@@ -60,6 +60,10 @@ class RunData:
 
 def prepare_data(config: Config) -> RunData:
     """Resolves the corpus, splits it by file and prepares both parts as tensorstore arrays (cached)."""
+    if config.data.format == "bpe":
+        from hat.data.tokens import prepare_bpe_data
+
+        return prepare_bpe_data(config)
     data_cfg = config.data
     docs = hat_data.resolve_documents(data_cfg.corpus)
     train_docs, heldout_docs = hat_data.split_documents(docs, data_cfg.eval_fraction, data_cfg.seed)
@@ -173,15 +177,20 @@ def _check_resumable(config: Config, meta: dict[str, Any]) -> None:
         )
 
 
+def sequence_length(config: Config) -> int:
+    """Units (bytes or tokens) per training sequence of the configured data format."""
+    return config.data.bpe.seq_tokens if config.data.format == "bpe" else config.data.seq_bytes
+
+
 def step_flops(config: Config) -> float:
     """Model FLOPs of one training step (forward + backward = 3x forward) at the configured shapes."""
-    data = config.data
+    data, length = config.data, sequence_length(config)
     if config.model.kind == "hat":
         # The backbone runs every word slot, used or not, so the step costs max_words slots per sequence.
-        per_unit = flops_per_byte(config.model, data.seq_bytes, data.seq_bytes / data.max_words)
+        per_unit = flops_per_byte(config.model, length, length / data.max_words)
     else:
-        per_unit = flops_per_byte(config.model, data.seq_bytes, 1.0)
-    return 3.0 * per_unit * data.seq_bytes * config.train.batch_size
+        per_unit = flops_per_byte(config.model, length, 1.0)
+    return 3.0 * per_unit * length * config.train.batch_size
 
 
 def train(config: Config) -> dict[str, float]:
@@ -296,7 +305,8 @@ def train(config: Config) -> dict[str, float]:
             params, opt_state, metrics = setup.train_step(params, opt_state, global_batch(local, setup.shardings))
             step += 1
             flush_metrics()
-            window["bytes"] += float(local.get("target_bytes", local["text_mask"]).sum()) * jax.process_count()
+            # Token batches say how many bytes their targets cover; byte batches have one byte per target.
+            window["bytes"] += float(local.get("target_bytes", local["loss_mask"]).sum()) * jax.process_count()
             window["steps"] += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 pending = (step, metrics, window["bytes"], window["steps"])

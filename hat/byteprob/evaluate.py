@@ -1,0 +1,53 @@
+"""Bits per byte of byte-level models (any kind) and of their ensembles, side by side on the same files.
+
+Each file is one document. HAT and byte LMs score it with training's layout (the same numbers as
+`hat.evaluate.evaluate_files`); token LMs through the exact next-byte chain (`bits_per_byte`) and through their
+canonical tokenisation under the same model and contexts (`bits_per_byte_canonical`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from hat.byteprob.bytelevel import ByteLevelModel, Ensemble, TokenByteModel, combine, text_bits
+from hat.evaluate import read_documents
+
+
+def score_files(
+    models: Sequence[ByteLevelModel],
+    paths: Sequence[str | Path],
+    ensemble: str | None = None,
+    weights: Sequence[float] | None = None,
+) -> dict[str, object]:
+    """`{"models": [per-model metrics], "ensemble": metrics or None, "bytes": n}`; metrics hold `name`,
+    `bits_per_byte` (NaN when the files are empty) and, for token models, `bits_per_byte_canonical`."""
+    docs = read_documents(paths)
+    ensemble_model = Ensemble(models, weights, ensemble) if ensemble else None
+    bits = [0.0] * len(models)
+    canonical_nats = [0.0] * len(models)
+    ensemble_bits, num_bytes = 0.0, 0
+    for doc in docs:
+        data = doc.path.read_bytes()
+        if not data:
+            continue
+        num_bytes += len(data)
+        rows = [model.text_logprobs(data) for model in models]
+        for i, (model, member_rows) in enumerate(zip(models, rows)):
+            bits[i] += text_bits(member_rows, data)
+            if isinstance(model, TokenByteModel):
+                canonical_nats[i] -= model.last_canonical_log_prob
+        if ensemble_model is not None:
+            ensemble_bits += text_bits(combine(rows, ensemble_model.weights, ensemble_model.how), data)
+    per_byte = lambda total: total / num_bytes if num_bytes else math.nan  # noqa: E731
+    results = []
+    for i, model in enumerate(models):
+        entry: dict[str, object] = {"name": model.name, "bits_per_byte": per_byte(bits[i])}
+        if isinstance(model, TokenByteModel):
+            entry["bits_per_byte_canonical"] = per_byte(canonical_nats[i] / math.log(2))
+        results.append(entry)
+    ensemble_entry = None
+    if ensemble_model is not None:
+        ensemble_entry = {"name": ensemble_model.name, "bits_per_byte": per_byte(ensemble_bits)}
+    return {"models": results, "ensemble": ensemble_entry, "bytes": num_bytes}

@@ -1,0 +1,195 @@
+"""BPE token LMs end to end: train.py on BPE data, exact byte-level scoring and sampling through the scripts,
+ensembles with a byte model."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, load_byte_model, text_bits
+from hat.byteprob.flat import FlatTokenModel
+from hat.byteprob.models import log_softmax
+from hat.config import load_config
+from hat.data.tokens import TokenSequences, encode_documents, tokens_in_memory
+from hat.evaluate import evaluate_files
+from hat.inference import load_model
+from hat.text.bpe import EOT_ID, load_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+FLAT = [
+    "model.backbone.hidden_size=32", "model.backbone.mlp_hidden_size=64", "model.backbone.num_layers=2",
+    "model.backbone.num_heads=2", "model.backbone.num_kv_heads=2", "data.eval_fraction=0.3", "train.batch_size=4",
+    "train.steps=4", "train.log_every=2", "train.eval_every=4", "train.checkpoint_every=4", "train.eval_sequences=4",
+    "train.warmup_steps=1",
+]  # fmt: skip
+TOKEN = ["model.vocab_size=400", "data.bpe.vocab_size=400", "data.bpe.seq_tokens=32"]
+BYTE = ["data.seq_bytes=128", "data.max_words=64", "model.max_word_bytes=64"]
+
+
+def _script(name: str):
+    path = REPO / ("train.py" if name == "train" else f"scripts/{name}.py")
+    spec = importlib.util.spec_from_file_location(f"hat_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bpe_corpus")
+    for i, path in enumerate(sorted(Path(json.__file__).parent.glob("*.py"))):
+        (root / f"src{i}.py").write_bytes(path.read_bytes())
+    (root / "cjk.txt").write_bytes("日本語のテキスト 😀 中文 def print_all():\n".encode() * 10)
+    (root / "invalid.txt").write_bytes(b"caf\xc3 \xff\xfe ok \xe6\x97 end\n" * 10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(corpus: Path, tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    for name, config, extra in [("bpe", "bpe_tiny", TOKEN), ("byte", "byte_tiny", BYTE)]:
+        workdir = tmp_path_factory.mktemp(name)
+        args = [str(REPO / f"configs/{config}.yaml"), f"workdir={workdir}", f"data.corpus=['{corpus}']"]
+        assert _script("train").main(args + FLAT + extra) == 0
+        out[name] = workdir
+    return out
+
+
+def test_bpe_config_trains_on_tokens(runs):
+    rows = [json.loads(line) for line in (runs["bpe"] / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["eval/bits_per_byte"] < 9 for r in rows if "eval/bits_per_byte" in r)
+    tokenizer = load_tokenizer(runs["bpe"] / "tokenizer.json")
+    assert tokenizer.vocab_size == 400
+
+
+def test_token_sequences_cover_every_token_once(runs, corpus):
+    tokenizer = load_tokenizer(runs["bpe"] / "tokenizer.json")
+    texts = [p.read_bytes() for p in sorted(corpus.iterdir())]
+    # HF's own pre-tokenizer (used for valid UTF-8) agrees with hat's byte-level chunking.
+    assert encode_documents(tokenizer, texts) == [tokenizer.encode(t) for t in texts]
+    source = TokenSequences(tokens_in_memory(tokenizer, texts), 32)
+    examples = [source[i] for i in range(len(source))]
+    targets = np.concatenate([e["targets"][e["loss_mask"] > 0] for e in examples])
+    assert tokenizer.decode(targets.tolist()) == b"".join(texts)
+    assert sum(e["target_bytes"].sum() for e in examples) == sum(map(len, texts))
+    assert (targets == EOT_ID).sum() == len(texts)
+    for e in examples:
+        assert (e["text_mask"] == e["loss_mask"] * (e["targets"] != EOT_ID)).all()
+
+
+def test_flat_token_model_matches_a_direct_forward(runs):
+    loaded = load_model(runs["bpe"])
+    model = FlatTokenModel(loaded, batch_size=4)
+    prefixes = [(), (5, 9, 300), tuple(range(1, 60))]  # the last is longer than the 32-token context
+    rows = model.next_token_logprobs(prefixes)
+    for prefix, row in zip(prefixes, rows):
+        sequence = ((EOT_ID,) + prefix)[-32:]
+        logits = np.asarray(loaded.model(jax.numpy.asarray([sequence])))[0, -1]
+        np.testing.assert_allclose(row, log_softmax(logits), atol=1e-5)
+    calls = model.num_prefixes
+    model.next_token_logprobs(prefixes[:2])
+    assert model.num_prefixes == calls == 3  # memoised
+
+
+def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(runs, corpus, capsys):
+    files = [str(corpus / "cjk.txt"), str(corpus / "invalid.txt")]
+    evaluate = _script("evaluate")
+    assert evaluate.main([str(runs["bpe"]), files[1], "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert 0 < single["bits_per_byte"] < 12 and 0 < single["bits_per_byte_canonical"] < 12
+    assert single["model_kind"] == "token_lm"
+    args = [str(runs["byte"]), *files, "--also", str(runs["bpe"]), "--ensemble", "product", "--json"]
+    assert evaluate.main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    byte_row, token_row = result["models"]
+    assert "bits_per_byte_canonical" in token_row and "bits_per_byte_canonical" not in byte_row
+    assert all(0 < r["bits_per_byte"] < 12 for r in [byte_row, token_row, result["ensemble"]])
+    # The byte model's byte-level rows give the same bits/byte as the training-layout evaluation (file by file).
+    loaded = load_model(runs["byte"])
+    per_file = [(evaluate_files(loaded, [f])["bits_per_byte"], Path(f).stat().st_size) for f in files]
+    reference = sum(b * n for b, n in per_file) / sum(n for _, n in per_file)
+    assert byte_row["bits_per_byte"] == pytest.approx(reference, rel=1e-5)
+
+
+def test_byte_rows_are_distributions(runs):
+    model = load_byte_model(runs["byte"])
+    assert isinstance(model, NativeByteModel)
+    rows = model.text_logprobs("x = 日本\n".encode())
+    assert rows.shape == (len("x = 日本\n".encode()) + 1, 257)
+    np.testing.assert_allclose(np.exp(rows).sum(-1), 1.0, atol=1e-5)
+    stream = model.stream(b"x = ")
+    np.testing.assert_allclose(stream.logprobs(), rows[4], atol=1e-4)
+
+
+def test_combine_mixture_and_product():
+    rng = np.random.default_rng(0)
+    a, b = log_softmax(rng.normal(size=(5, 257))), log_softmax(rng.normal(size=(5, 257)))
+    for how in ("mixture", "product"):
+        np.testing.assert_allclose(combine([a, b], [1.0, 0.0], how), a, atol=1e-12)
+        np.testing.assert_allclose(combine([a, a], [0.3, 0.7], how), a, atol=1e-12)
+        np.testing.assert_allclose(np.exp(combine([a, b], [0.5, 2.0], how)).sum(-1), 1.0, atol=1e-12)
+    mixed = combine([a, b], [1.0, 3.0], "mixture")
+    np.testing.assert_allclose(np.exp(mixed), 0.25 * np.exp(a) + 0.75 * np.exp(b), atol=1e-12)
+    product = np.exp(combine([a, b], [1.0, 1.0], "product"))
+    expected = np.exp(a + b) / np.exp(a + b).sum(-1, keepdims=True)
+    np.testing.assert_allclose(product, expected, atol=1e-12)
+
+
+def test_fitted_mixture_weights_beat_every_fixed_choice():
+    rng = np.random.default_rng(1)
+    texts = [bytes(rng.integers(0, 256, size=40).astype(np.uint8)) for _ in range(3)]
+    members = [[log_softmax(rng.normal(size=(41, 257)) * s) for _ in texts] for s in (0.5, 2.0, 4.0)]
+    weights = fit_mixture_weights(members, texts, iterations=300)
+    assert abs(sum(weights) - 1) < 1e-9 and all(w >= 0 for w in weights)
+
+    def bits(w):
+        return sum(text_bits(combine([m[j] for m in members], w, "mixture"), t) for j, t in enumerate(texts))
+
+    best = bits(weights)
+    for w in [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [2, 1, 0.5]]:
+        assert best <= bits(w) + 1e-6
+
+
+def test_generate_token_model_and_ensemble(runs, capsysbinary):
+    generate = _script("generate")
+    assert generate.main([str(runs["bpe"]), "--prompt", "def pri", "--max-new-bytes", "4", "--temperature", "0"]) == 0
+    out = capsysbinary.readouterr().out
+    assert out.startswith(b"def pri") and len(out) <= len(b"def pri") + 4 + 1
+    args = [str(runs["byte"]), "--also", str(runs["bpe"]), "--ensemble", "mixture", "--max-new-bytes", "3"]
+    assert generate.main(args + ["--prompt", "x"]) == 0
+    assert capsysbinary.readouterr().out.startswith(b"x")
+
+
+def test_missing_tokenizer_is_one_line(runs, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(runs["bpe"], copy)
+    (copy / "tokenizer.json").unlink()
+    assert _script("evaluate").main([str(copy), __file__]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer file not found" in err and err.count("\n") == 1
+
+
+def test_bpe_config_needs_matching_vocab():
+    from hat.config import ConfigError
+
+    with pytest.raises(ConfigError, match="vocab_size"):
+        load_config(REPO / "configs/bpe_tiny.yaml", ["data.bpe.vocab_size=512"])
+
+
+def test_benchmark_functions_on_a_tiny_run(runs):
+    benchmark = _script("benchmark_byteprob")
+    model = load_byte_model(runs["bpe"])
+    cost = benchmark.cost(model.model, model.table, b"def f(x):")
+    assert cost["stream_calls_per_byte"] <= 1 + 1 / 9 + 1e-9  # one prefix per byte (+ the empty one)
+    assert cost["naive_calls_per_byte"] > cost["stream_calls_per_byte"]
+    bias = benchmark.tokenisation_bias(model.model, model.table, [b"print(x)\n", "日本語\n".encode()])
+    assert bias["exact/all"]["cuts"] == bias["naive/all"]["cuts"] == 8 + 9
+    assert 0 < bias["exact/mid_token"]["cuts"] < bias["exact/all"]["cuts"]
+    assert all(0 <= v["accuracy"] <= 1 and v["bits"] > 0 for v in bias.values())
+    with pytest.raises(SystemExit) as info:
+        benchmark.main(["--help"])
+    assert info.value.code == 0
