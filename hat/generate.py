@@ -78,13 +78,10 @@ def sample_bytes(
     config = loaded.config
     graphdef, params = nnx.split(loaded.model, nnx.Param)
     num_words = config.data.max_words
+    settings = (np.float32(temperature), np.int32(top_k), np.float32(top_p))
 
-    @jax.jit
     def next_byte(params, inputs, word_ids, position, key):
-        logits_V = nnx.merge(graphdef, params)(inputs[None], word_ids[None], num_words=num_words)[0, position]
-        greedy = jnp.argmax(logits_V)
-        sampled = jax.random.categorical(key, filter_logits(logits_V[None], temperature, top_k, top_p)[0])
-        return jnp.where(temperature == 0, greedy, sampled)
+        return _uncached_next_byte(graphdef, num_words, params, inputs, word_ids, position, key, *settings)
 
     context = bytearray(prompt)
     key = jax.random.key(seed)
@@ -98,6 +95,13 @@ def sample_bytes(
             return
         context.append(value)
         yield value
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _uncached_next_byte(graphdef, num_words, params, inputs, word_ids, position, key, temperature, top_k, top_p):
+    logits_V = nnx.merge(graphdef, params)(inputs[None], word_ids[None], num_words=num_words)[0, position]
+    sampled = jax.random.categorical(key, filter_logits(logits_V[None], temperature, top_k, top_p)[0])
+    return jnp.where(temperature == 0, jnp.argmax(logits_V), sampled)
 
 
 def context_fits(text: bytes, num_words: int, seq_bytes: int, max_words: int) -> bool:
@@ -151,6 +155,34 @@ class _Row:
         return ends
 
 
+# The steps are jitted once per model structure (the graph definition is a static argument), so new sessions on the
+# same model reuse the compiled code; the state is donated, so the caches are updated in place where possible.
+@functools.partial(jax.jit, static_argnums=(0, 6, 7))
+def _hat_prefill(graphdef, params, inputs, word_ids, lengths, starts, num_words, recent_slots):
+    model = nnx.merge(graphdef, params)
+    return decoding.hat_prefill(model, inputs, word_ids, lengths, starts, num_words, recent_slots)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=2)
+def _hat_close(graphdef, params, state, ends, untils, mask, chunk):
+    return decoding.hat_close_word(nnx.merge(graphdef, params), state, ends, untils, mask, chunk)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def _hat_decode(graphdef, params, state, values):
+    return decoding.hat_decode(nnx.merge(graphdef, params), state, values)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _flat_prefill(graphdef, params, inputs, lengths):
+    return decoding.flat_prefill(nnx.merge(graphdef, params), inputs, lengths)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def _flat_decode(graphdef, params, state, values):
+    return decoding.flat_decode(nnx.merge(graphdef, params), state, values)
+
+
 def _bucket(size: int) -> int:
     """Chunk lengths are powers of two, so the decode step compiles for few shapes."""
     return 1 << max(size - 1, 0).bit_length()
@@ -174,26 +206,11 @@ class DecodeSession:
             raise ValueError(f"cached generation supports HAT and byte LMs, not model kind {self.kind!r}")
         self.seq_bytes, self.max_words = config.data.seq_bytes, config.data.max_words
         self.max_word_bytes = config.model.max_word_bytes
-        graphdef, self.params = nnx.split(loaded.model, nnx.Param)
+        self.graphdef, self.params = nnx.split(loaded.model, nnx.Param)
         self.rows: list[_Row] = []
         self.state = None
         self.backbone_calls = 0
         self.refills = 0
-
-        def on_model(fn):
-            return lambda params, *args, **kwargs: fn(nnx.merge(graphdef, params), *args, **kwargs)
-
-        if self.kind == "hat":
-            self._prefill = jax.jit(
-                functools.partial(
-                    on_model(decoding.hat_prefill), num_words=self.max_words, recent_slots=self.max_word_bytes
-                )
-            )
-            self._close = jax.jit(on_model(decoding.hat_close_word), static_argnames="chunk", donate_argnums=1)
-            self._decode = jax.jit(on_model(decoding.hat_decode), donate_argnums=1)
-        else:
-            self._prefill = jax.jit(on_model(decoding.flat_prefill))
-            self._decode = jax.jit(on_model(decoding.flat_decode), donate_argnums=1)
 
     def start(self, contexts: Sequence[bytes]) -> jax.Array:
         """Prefills the caches with the contexts (each cut by `fit_context` if it does not fit the window)."""
@@ -214,9 +231,11 @@ class DecodeSession:
         if self.kind == "hat":
             word_ids = np.stack([ids for _, ids, _ in layouts])
             starts = np.array([int(np.argmax(ids == ids[last])) for _, ids, last in layouts], np.int32)
-            self.state, logits = self._prefill(self.params, inputs, word_ids, lengths, starts)
+            self.state, logits = _hat_prefill(
+                self.graphdef, self.params, inputs, word_ids, lengths, starts, self.max_words, self.max_word_bytes
+            )
         else:
-            self.state, logits = self._prefill(self.params, inputs, lengths)
+            self.state, logits = _flat_prefill(self.graphdef, self.params, inputs, lengths)
         return logits
 
     def append(self, values: Sequence[int], active: Sequence[bool] | None = None) -> jax.Array:
@@ -235,7 +254,7 @@ class DecodeSession:
         values_B = np.asarray(values, np.int32)
         if self.kind != "hat":
             self.backbone_calls += 1
-            self.state, logits = self._decode(self.params, self.state, values_B)
+            self.state, logits = _flat_decode(self.graphdef, self.params, self.state, values_B)
             return logits
         # Round k closes each row's k-th word; the bytes up to the next closing (or the new byte) are recomputed.
         for round_ in range(max(map(len, closes))):
@@ -246,9 +265,9 @@ class DecodeSession:
                 untils.append((close[round_ + 1] if round_ + 1 < len(close) else len(row.text)) if mask[-1] else 0)
             redo = max(until - end for until, end in zip(untils, ends))
             args = (np.array(ends, np.int32), np.array(untils, np.int32), np.array(mask))
-            self.state = self._close(self.params, self.state, *args, chunk=_bucket(redo) if redo else 0)
+            self.state = _hat_close(self.graphdef, self.params, self.state, *args, _bucket(redo) if redo else 0)
             self.backbone_calls += 1
-        self.state, logits = self._decode(self.params, self.state, values_B)
+        self.state, logits = _hat_decode(self.graphdef, self.params, self.state, values_B)
         return logits
 
 

@@ -34,7 +34,8 @@ def filter_logits(logits_BxV: jax.Array, temperature: jax.Array, top_k: jax.Arra
     probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
     before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV
     # The smallest kept logit: the last sorted value whose preceding mass is still below top_p (always the first).
-    kept_BxV = (before_BxV < top_p) & (sorted_BxV > -jnp.inf)
+    # top_p = 1 keeps everything; float rounding of the cumulative sum must not drop the least likely values.
+    kept_BxV = ((before_BxV < top_p) | (top_p >= 1)) & (sorted_BxV > -jnp.inf)
     kept_BxV = kept_BxV.at[:, 0].set(True)
     floor_Bx1 = jnp.min(jnp.where(kept_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
     return jnp.where(logits_BxV < floor_Bx1, -jnp.inf, logits_BxV)

@@ -86,8 +86,11 @@ def test_evaluate_script_scores_bad_files(trained_run: Path, corpus_dir: Path, c
 def test_generate_script_writes_a_continuation(trained_run: Path, capsysbinary):
     generate = _load_script("generate")
     assert generate.main([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0"]) == 0
-    out = capsysbinary.readouterr().out
-    assert out.startswith(b"def ") and 4 <= len(out) <= 4 + 5 + 1
+    out = capsysbinary.readouterr().out.decode("utf-8")  # invalid bytes are shown as U+FFFD, never raw
+    assert out.startswith("def ") and 4 <= len(out) <= 4 + 5 + 1
+    assert generate.main([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0",
+                          "--no-cache"]) == 0
+    assert capsysbinary.readouterr().out.decode("utf-8") == out
 
 
 def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys):
