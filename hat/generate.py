@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -155,32 +156,23 @@ class _Row:
         return ends
 
 
-# The steps are jitted once per model structure (the graph definition is a static argument), so new sessions on the
-# same model reuse the compiled code; the state is donated, so the caches are updated in place where possible.
-@functools.partial(jax.jit, static_argnums=(0, 6, 7))
-def _hat_prefill(graphdef, params, inputs, word_ids, lengths, starts, num_words, recent_slots):
-    model = nnx.merge(graphdef, params)
-    return decoding.hat_prefill(model, inputs, word_ids, lengths, starts, num_words, recent_slots)
+@functools.cache
+def _compiled_steps(graphdef: nnx.GraphDef, num_words: int, recent_slots: int) -> dict[str, Any]:
+    """The jitted steps for one model structure, built once, so new sessions on the same model reuse the compiled
+    code (and the graph definition is not hashed on every call). The state is donated: caches update in place."""
 
+    def on_model(fn):
+        return lambda params, *args: fn(nnx.merge(graphdef, params), *args)
 
-@functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=2)
-def _hat_close(graphdef, params, state, ends, untils, mask, chunk):
-    return decoding.hat_close_word(nnx.merge(graphdef, params), state, ends, untils, mask, chunk)
-
-
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
-def _hat_decode(graphdef, params, state, values):
-    return decoding.hat_decode(nnx.merge(graphdef, params), state, values)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _flat_prefill(graphdef, params, inputs, lengths):
-    return decoding.flat_prefill(nnx.merge(graphdef, params), inputs, lengths)
-
-
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
-def _flat_decode(graphdef, params, state, values):
-    return decoding.flat_decode(nnx.merge(graphdef, params), state, values)
+    return {
+        "hat_prefill": jax.jit(
+            lambda params, *args: decoding.hat_prefill(nnx.merge(graphdef, params), *args, num_words, recent_slots)
+        ),
+        "hat_close": jax.jit(on_model(decoding.hat_close_word), static_argnums=5, donate_argnums=1),
+        "hat_decode": jax.jit(on_model(decoding.hat_decode), donate_argnums=1),
+        "flat_prefill": jax.jit(on_model(decoding.flat_prefill)),
+        "flat_decode": jax.jit(on_model(decoding.flat_decode), donate_argnums=1),
+    }
 
 
 def _bucket(size: int) -> int:
@@ -206,7 +198,8 @@ class DecodeSession:
             raise ValueError(f"cached generation supports HAT and byte LMs, not model kind {self.kind!r}")
         self.seq_bytes, self.max_words = config.data.seq_bytes, config.data.max_words
         self.max_word_bytes = config.model.max_word_bytes
-        self.graphdef, self.params = nnx.split(loaded.model, nnx.Param)
+        graphdef, self.params = nnx.split(loaded.model, nnx.Param)
+        self.steps = _compiled_steps(graphdef, self.max_words, self.max_word_bytes)
         self.rows: list[_Row] = []
         self.state = None
         self.backbone_calls = 0
@@ -231,11 +224,9 @@ class DecodeSession:
         if self.kind == "hat":
             word_ids = np.stack([ids for _, ids, _ in layouts])
             starts = np.array([int(np.argmax(ids == ids[last])) for _, ids, last in layouts], np.int32)
-            self.state, logits = _hat_prefill(
-                self.graphdef, self.params, inputs, word_ids, lengths, starts, self.max_words, self.max_word_bytes
-            )
+            self.state, logits = self.steps["hat_prefill"](self.params, inputs, word_ids, lengths, starts)
         else:
-            self.state, logits = _flat_prefill(self.graphdef, self.params, inputs, lengths)
+            self.state, logits = self.steps["flat_prefill"](self.params, inputs, lengths)
         return logits
 
     def append(self, values: Sequence[int], active: Sequence[bool] | None = None) -> jax.Array:
@@ -254,7 +245,7 @@ class DecodeSession:
         values_B = np.asarray(values, np.int32)
         if self.kind != "hat":
             self.backbone_calls += 1
-            self.state, logits = _flat_decode(self.graphdef, self.params, self.state, values_B)
+            self.state, logits = self.steps["flat_decode"](self.params, self.state, values_B)
             return logits
         # Round k closes each row's k-th word; the bytes up to the next closing (or the new byte) are recomputed.
         for round_ in range(max(map(len, closes))):
@@ -265,9 +256,9 @@ class DecodeSession:
                 untils.append((close[round_ + 1] if round_ + 1 < len(close) else len(row.text)) if mask[-1] else 0)
             redo = max(until - end for until, end in zip(untils, ends))
             args = (np.array(ends, np.int32), np.array(untils, np.int32), np.array(mask))
-            self.state = _hat_close(self.graphdef, self.params, self.state, *args, _bucket(redo) if redo else 0)
+            self.state = self.steps["hat_close"](self.params, self.state, *args, _bucket(redo) if redo else 0)
             self.backbone_calls += 1
-        self.state, logits = _hat_decode(self.graphdef, self.params, self.state, values_B)
+        self.state, logits = self.steps["hat_decode"](self.params, self.state, values_B)
         return logits
 
 

@@ -116,3 +116,59 @@ def test_help_on_every_script():
         with pytest.raises(SystemExit) as info:
             _load_script(name).main(["--help"])
         assert info.value.code == 0
+
+
+@pytest.fixture(scope="module")
+def byte_run(tmp_path_factory) -> Path:
+    """A flat byte model trained two steps on a few stdlib files, evaluated on its whole held-out split."""
+    corpus = tmp_path_factory.mktemp("small_corpus")
+    for i, path in enumerate(sorted(Path(json.__file__).parent.glob("*.py"))):
+        (corpus / f"f{i}.py").write_bytes(path.read_bytes())
+    workdir = tmp_path_factory.mktemp("byte_run")
+    args = [f"workdir={workdir}", f"data.corpus=['{corpus}']", "train.steps=2", *TINY, "model.kind=byte_lm",
+            "data.eval_fraction=0.5", "train.eval_sequences=0"]  # fmt: skip
+    assert _load_script("train").main(args) == 0
+    return workdir
+
+
+def test_evaluation_equals_the_training_loops_heldout_number(byte_run: Path):
+    from hat import data as hat_data
+    from hat.evaluate import evaluate_files
+    from hat.inference import load_model
+
+    loaded = load_model(byte_run)
+    data_cfg = loaded.config.data
+    heldout = hat_data.split_documents(hat_data.resolve_documents(data_cfg.corpus), data_cfg.eval_fraction, 0)[1]
+    assert heldout
+    summary = json.loads((byte_run / "summary.json").read_text())
+    result = evaluate_files(loaded, [doc.path for doc in heldout], batch_size=3)
+    assert result["bytes"] == summary["eval/bytes"] == sum(doc.path.stat().st_size for doc in heldout)
+    assert result["bits_per_byte"] == pytest.approx(summary["eval/bits_per_byte"], rel=1e-5)
+
+
+def test_evaluation_suite_compares_kinds_in_one_table(trained_run: Path, byte_run: Path, corpus_dir: Path,
+                                                      tmp_path: Path, capsys):
+    files = [corpus_dir / "src0.py", corpus_dir / "invalid.txt"]
+    out = tmp_path / "suite" / "result.json"
+    args = [str(trained_run), *map(str, files), "--compare", str(byte_run), "--out", str(out)]
+    assert _load_script("evaluate").main(args) == 0
+    table = capsys.readouterr().out
+    assert "+all_caps" in table and "zlib -9" in table
+    result = json.loads(out.read_text())
+    hat_entry, byte_entry = result["models"]
+    assert (hat_entry["model_kind"], byte_entry["model_kind"]) == ("hat", "byte_lm")
+    assert result["bytes"] == hat_entry["bytes"] == byte_entry["bytes"] == sum(f.stat().st_size for f in files)
+    assert byte_entry["unit"] == "byte" and byte_entry["bytes_per_unit"] == 1.0
+    assert 0 < byte_entry["capacity_utilisation"] <= 1 and 0 < hat_entry["capacity_utilisation"] <= 1
+    assert hat_entry["unit"] == "word" and hat_entry["bytes_per_unit"] > 2
+    from hat.evaluate import evaluate_files
+    from hat.inference import load_model
+
+    single = evaluate_files(load_model(trained_run), files)
+    assert hat_entry["bits_per_byte"] == pytest.approx(single["bits_per_byte"], rel=1e-6)
+    for entry in result["models"]:
+        for kind in result["perturbations"]:
+            assert entry[f"{kind}_increase"] == pytest.approx(entry[f"{kind}_bits_per_byte"] - entry["bits_per_byte"])
+        assert entry["params"] > 0 and entry["flops_per_byte"] > 0 and entry["eval_bytes_per_s"] > 0
+    assert (out.parent / "result_bits_per_byte.png").stat().st_size > 0
+    assert (out.parent / "result_robustness.png").stat().st_size > 0
