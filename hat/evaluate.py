@@ -178,6 +178,12 @@ def evaluate_suite(
 
     Returns `{"files", "bytes", "zlib_bits_per_byte", "models": [...]}`; each model entry is a flat dict.
     """
+    for loaded in checkpoints:
+        if loaded.config.model.kind not in UNIT_KINDS:
+            raise ValueError(
+                f"{loaded.path}: model kind {loaded.config.model.kind!r} has no scorer registered in "
+                f"hat.evaluate.UNIT_KINDS (known: {', '.join(UNIT_KINDS)})"
+            )
     files = [doc.path for doc in read_documents(paths)]
     texts = [path.read_bytes() for path in files]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
