@@ -115,14 +115,13 @@ PERTURBATIONS = ("permute", "replace", "delete", "all_caps")
 
 def perturb(text: bytes, kind: str, rng: np.random.Generator, rate: float = 0.1) -> bytes:
     """A perturbed copy of `text`, as in the HAT paper's robustness tests: in every word, each non-space character
-    is hit with probability `rate` and swapped with the next character of its word (`permute`), replaced by a
-    random lowercase letter (`replace`) or dropped (`delete`); `all_caps` upper-cases everything. Works on
-    characters (invalid UTF-8 bytes count as characters and survive unchanged unless hit)."""
-    decoded = text.decode("utf-8", "surrogateescape")
+    is hit with probability `rate` and swapped with the next character of its word (`permute`; a word's last
+    character has none and stays), replaced by a random lowercase letter (`replace`) or dropped (`delete`);
+    `all_caps` upper-cases everything. Works on characters (invalid UTF-8 bytes count as characters and survive
+    unchanged unless hit)."""
     if kind == "all_caps":
-        return "".join(c.upper() if not 0xDC80 <= ord(c) <= 0xDCFF else c for c in decoded).encode(
-            "utf-8", "surrogateescape"
-        )
+        # Invalid bytes decode to lone surrogates, which have no case: they survive unchanged.
+        return text.decode("utf-8", "surrogateescape").upper().encode("utf-8", "surrogateescape")
     if kind not in PERTURBATIONS:
         raise ValueError(f"unknown perturbation {kind!r}; expected one of {PERTURBATIONS}")
     out = []

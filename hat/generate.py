@@ -80,10 +80,6 @@ def sample_bytes(
     graphdef, params = nnx.split(loaded.model, nnx.Param)
     num_words = config.data.max_words
     settings = (np.float32(temperature), np.int32(top_k), np.float32(top_p))
-
-    def next_byte(params, inputs, word_ids, position, key):
-        return _uncached_next_byte(graphdef, num_words, params, inputs, word_ids, position, key, *settings)
-
     context = bytearray(prompt)
     key = jax.random.key(seed)
     for _ in range(max_new_bytes):
@@ -91,7 +87,7 @@ def sample_bytes(
             bytes(context), config.data.seq_bytes, num_words, config.model.max_word_bytes
         )
         key, subkey = jax.random.split(key)
-        value = int(next_byte(params, inputs, word_ids, position, subkey))
+        value = int(next_byte_uncached(graphdef, num_words, params, inputs, word_ids, position, subkey, *settings))
         if value == EOT_BYTE:
             return
         context.append(value)
@@ -99,8 +95,20 @@ def sample_bytes(
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _uncached_next_byte(graphdef, num_words, params, inputs, word_ids, position, key, temperature, top_k, top_p):
-    logits_V = nnx.merge(graphdef, params)(inputs[None], word_ids[None], num_words=num_words)[0, position]
+def next_byte_uncached(
+    graphdef: nnx.GraphDef,
+    num_words: int,
+    params: nnx.State,
+    inputs_T: jax.Array,
+    word_ids_T: jax.Array,
+    position: jax.Array,
+    key: jax.Array,
+    temperature: jax.Array,
+    top_k: jax.Array,
+    top_p: jax.Array,
+) -> jax.Array:
+    """One uncached step: the model over a laid-out window (`layout_context`), the byte chosen at `position`."""
+    logits_V = nnx.merge(graphdef, params)(inputs_T[None], word_ids_T[None], num_words=num_words)[0, position]
     sampled = jax.random.categorical(key, filter_logits(logits_V[None], temperature, top_k, top_p)[0])
     return jnp.where(temperature == 0, jnp.argmax(logits_V), sampled)
 

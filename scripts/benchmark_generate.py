@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hat.config import CONFIG_DIR, load_config
     from hat.data import stdlib_root
-    from hat.generate import DecodeSession, _uncached_next_byte, layout_context
+    from hat.generate import DecodeSession, layout_context, next_byte_uncached
     from hat.inference import LoadedModel
     from hat.models import build_model, count_params
     from hat.sampling import choose
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             inputs, word_ids, last = layout_context(
                 full, config.data.seq_bytes, config.data.max_words, config.model.max_word_bytes
             )
-            int(_uncached_next_byte(graphdef, config.data.max_words, params, inputs, word_ids, last, key, *greedy))
+            int(next_byte_uncached(graphdef, config.data.max_words, params, inputs, word_ids, last, key, *greedy))
         return time.perf_counter() - start
 
     rows = []
