@@ -91,6 +91,14 @@ def test_generate_script_writes_a_continuation(trained_run: Path, capsysbinary):
     assert generate.main([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0",
                           "--no-cache"]) == 0
     assert capsysbinary.readouterr().out.decode("utf-8") == out
+    assert generate.main([str(trained_run), "--prompt", "def ", "--prompt", "", "--temperature", "0",
+                          "--max-new-bytes", "5", "--stop", out[4:6] or "x"]) == 0
+    first, second = capsysbinary.readouterr().out.decode("utf-8").split("\n--- 1\n")
+    assert first.startswith("--- 0\ndef ") and out[4:6] not in first[len("--- 0\ndef ") :] and second.endswith("\n")
+    for bad in (["--max-new-bytes", "0"], ["--top-p", "1.5"], ["--stop", ""]):
+        with pytest.raises(SystemExit) as info:
+            generate.main([str(trained_run), *bad])
+        assert info.value.code == 2
 
 
 def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys):
