@@ -1,13 +1,18 @@
-"""Bits per byte of a trained hat checkpoint over text files, with zlib -9 beside it.
+"""Bits per byte of hat checkpoints over text files, with zlib -9 beside it.
 
     python scripts/evaluate.py runs/tiny some_file.py other.txt
     python scripts/evaluate.py runs/tiny/checkpoints/2000 notes.md --json
     python scripts/evaluate.py runs/bpe_tiny notes.md --json             # token LM: exact and canonical bits/byte
     python scripts/evaluate.py runs/hat_tiny notes.md --also runs/bpe_tiny --also runs/byte_tiny --ensemble mixture
+    python scripts/evaluate.py runs/hat_tiny a.py b.py --compare runs/byte_tiny --out runs/eval/suite.json
 
-A token LM (data.format bpe) is scored through its exact next-byte distributions (`bits_per_byte`, about one model
-call per byte) beside its canonical tokenisation (`bits_per_byte_canonical`). `--also` scores more checkpoints on
-the same files; `--ensemble` adds their byte-level mixture or product of experts (`--weights`, default equal).
+With one checkpoint and no other flag it prints one line (or one JSON object). A token LM (data.format bpe) is
+scored through its exact next-byte distributions (`bits_per_byte`, about one model call per byte) beside its
+canonical tokenisation (`bits_per_byte_canonical`). `--also` scores more checkpoints byte by byte on the same files;
+`--ensemble` adds their byte-level mixture or product of experts (`--weights`, default equal). `--compare` (more
+checkpoints) or `--suite` runs the evaluation suite: every model on the same files, with units, parameters,
+FLOPs/byte, throughput and robustness to perturbed copies of the files, printed as one table and written as JSON
+(`--out`) with PNG plots next to it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return None if isinstance(value, float) and value != value else value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate bits per byte of a hat checkpoint on files.")
+    parser = argparse.ArgumentParser(description="Evaluate bits per byte of hat checkpoints on files.")
     parser.add_argument("checkpoint", help="a run's workdir, or a checkpoint step directory inside it")
     parser.add_argument("files", nargs="+", help="files to score (any bytes; each is one document)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -29,24 +42,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--also", action="append", default=[], help="another checkpoint to score on the same files")
     parser.add_argument("--ensemble", choices=["mixture", "product"], help="also score the byte-level ensemble")
     parser.add_argument("--weights", type=float, nargs="+", help="ensemble weights, one per checkpoint")
+    parser.add_argument("--compare", action="append", default=[], help="another checkpoint to compare (repeatable)")
+    parser.add_argument("--suite", action="store_true", help="run the full suite even for one checkpoint")
+    parser.add_argument("--out", default="runs/eval_suite.json", help="suite: JSON path (PNGs are written beside it)")
+    parser.add_argument("--seed", type=int, default=0, help="suite: seed of the perturbed copies")
     args = parser.parse_args(argv)
 
     from hat.data import CorpusError
-    from hat.evaluate import evaluate_files
+    from hat.evaluate import evaluate_files, evaluate_suite, format_table, write_plots
     from hat.inference import load_model
     from hat.text.bpe import TokenizerError
     from hat.train import CheckpointError
 
+    suite = args.suite or bool(args.compare)
     try:
-        loaded = load_model(args.checkpoint)
-        if args.also or args.ensemble or loaded.config.model.kind == "token_lm":
-            return _byte_level(args, loaded)
-        result = evaluate_files(loaded, args.files, batch_size=args.batch_size)
+        loaded = [load_model(path) for path in [args.checkpoint, *args.compare]]
+        if args.also or args.ensemble or (loaded[0].config.model.kind == "token_lm" and not suite):
+            return _byte_level(args, loaded[0])
+        if suite:
+            result = evaluate_suite(loaded, args.files, batch_size=args.batch_size, seed=args.seed)
+        else:
+            result = evaluate_files(loaded[0], args.files, batch_size=args.batch_size)
     except (CorpusError, CheckpointError, TokenizerError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps({k: (None if v != v else v) for k, v in result.items()}))
+    if suite:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(_jsonable(result), indent=1))
+        plots = write_plots(result, out)
+        if args.json:
+            print(json.dumps(_jsonable(result)))
+        else:
+            print(format_table(result))
+            print(f"wrote {out} and {', '.join(str(p) for p in plots)}")
+    elif args.json:
+        print(json.dumps(_jsonable(result)))
     elif result["bytes"] == 0:
         print("the files hold no bytes: nothing to score")
     else:
@@ -78,7 +109,7 @@ def _byte_level(args: argparse.Namespace, loaded) -> int:
     else:
         result = scores | {"zlib_bits_per_byte": zlib_bpb}
     if args.json:
-        print(_json_no_nan(result))
+        print(json.dumps(_jsonable(result)))
         return 0
     rows = scores["models"] + ([scores["ensemble"]] if scores["ensemble"] else [])
     for row in rows:
@@ -87,21 +118,6 @@ def _byte_level(args: argparse.Namespace, loaded) -> int:
         print(f"{row['bits_per_byte']:.4f} bits/byte  {row['name']}{extra}")
     print(f"{zlib_bpb:.4f} bits/byte  zlib -9 ({scores['bytes']:,} bytes)")
     return 0
-
-
-def _json_no_nan(value):
-    """JSON text with NaN written as null (empty files), recursively."""
-
-    def clean(v):
-        if isinstance(v, float) and v != v:
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-
-    return json.dumps(clean(value))
 
 
 if __name__ == "__main__":

@@ -86,8 +86,19 @@ def test_evaluate_script_scores_bad_files(trained_run: Path, corpus_dir: Path, c
 def test_generate_script_writes_a_continuation(trained_run: Path, capsysbinary):
     generate = _load_script("generate")
     assert generate.main([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0"]) == 0
-    out = capsysbinary.readouterr().out
-    assert out.startswith(b"def ") and 4 <= len(out) <= 4 + 5 + 1
+    out = capsysbinary.readouterr().out.decode("utf-8")  # invalid bytes are shown as U+FFFD, never raw
+    assert out.startswith("def ") and 4 <= len(out) <= 4 + 5 + 1
+    assert generate.main([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0",
+                          "--no-cache"]) == 0
+    assert capsysbinary.readouterr().out.decode("utf-8") == out
+    assert generate.main([str(trained_run), "--prompt", "def ", "--prompt", "", "--temperature", "0",
+                          "--max-new-bytes", "5", "--stop", out[4:6] or "x"]) == 0
+    first, second = capsysbinary.readouterr().out.decode("utf-8").split("\n--- 1\n")
+    assert first.startswith("--- 0\ndef ") and out[4:6] not in first[len("--- 0\ndef ") :] and second.endswith("\n")
+    for bad in (["--max-new-bytes", "0"], ["--top-p", "1.5"], ["--stop", ""]):
+        with pytest.raises(SystemExit) as info:
+            generate.main([str(trained_run), *bad])
+        assert info.value.code == 2
 
 
 def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys):
@@ -131,3 +142,59 @@ def test_checkpoint_loads_in_either_layer_layout(trained_run: Path):
         scanned.model(inputs, word_ids, num_words=num_words), listed.model(inputs, word_ids, num_words=num_words),
         atol=1e-5, rtol=1e-5,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def byte_run(tmp_path_factory) -> Path:
+    """A flat byte model trained two steps on a few stdlib files, evaluated on its whole held-out split."""
+    corpus = tmp_path_factory.mktemp("small_corpus")
+    for i, path in enumerate(sorted(Path(json.__file__).parent.glob("*.py"))):
+        (corpus / f"f{i}.py").write_bytes(path.read_bytes())
+    workdir = tmp_path_factory.mktemp("byte_run")
+    args = [f"workdir={workdir}", f"data.corpus=['{corpus}']", "train.steps=2", *TINY, "model.kind=byte_lm",
+            "data.eval_fraction=0.5", "train.eval_sequences=0"]  # fmt: skip
+    assert _load_script("train").main(args) == 0
+    return workdir
+
+
+def test_evaluation_equals_the_training_loops_heldout_number(byte_run: Path):
+    from hat import data as hat_data
+    from hat.evaluate import evaluate_files
+    from hat.inference import load_model
+
+    loaded = load_model(byte_run)
+    data_cfg = loaded.config.data
+    heldout = hat_data.split_documents(hat_data.resolve_documents(data_cfg.corpus), data_cfg.eval_fraction, 0)[1]
+    assert heldout
+    summary = json.loads((byte_run / "summary.json").read_text())
+    result = evaluate_files(loaded, [doc.path for doc in heldout], batch_size=3)
+    assert result["bytes"] == summary["eval/bytes"] == sum(doc.path.stat().st_size for doc in heldout)
+    assert result["bits_per_byte"] == pytest.approx(summary["eval/bits_per_byte"], rel=1e-5)
+
+
+def test_evaluation_suite_compares_kinds_in_one_table(trained_run: Path, byte_run: Path, corpus_dir: Path,
+                                                      tmp_path: Path, capsys):
+    files = [corpus_dir / "src0.py", corpus_dir / "invalid.txt"]
+    out = tmp_path / "suite" / "result.json"
+    args = [str(trained_run), *map(str, files), "--compare", str(byte_run), "--out", str(out)]
+    assert _load_script("evaluate").main(args) == 0
+    table = capsys.readouterr().out
+    assert "+all_caps" in table and "zlib -9" in table
+    result = json.loads(out.read_text())
+    hat_entry, byte_entry = result["models"]
+    assert (hat_entry["model_kind"], byte_entry["model_kind"]) == ("hat", "byte_lm")
+    assert result["bytes"] == hat_entry["bytes"] == byte_entry["bytes"] == sum(f.stat().st_size for f in files)
+    assert byte_entry["unit"] == "byte" and byte_entry["bytes_per_unit"] == 1.0
+    assert 0 < byte_entry["capacity_utilisation"] <= 1 and 0 < hat_entry["capacity_utilisation"] <= 1
+    assert hat_entry["unit"] == "word" and hat_entry["bytes_per_unit"] > 2
+    from hat.evaluate import evaluate_files
+    from hat.inference import load_model
+
+    single = evaluate_files(load_model(trained_run), files)
+    assert hat_entry["bits_per_byte"] == pytest.approx(single["bits_per_byte"], rel=1e-6)
+    for entry in result["models"]:
+        for kind in result["perturbations"]:
+            assert entry[f"{kind}_increase"] == pytest.approx(entry[f"{kind}_bits_per_byte"] - entry["bits_per_byte"])
+        assert entry["params"] > 0 and entry["flops_per_byte"] > 0 and entry["eval_bytes_per_s"] > 0
+    assert (out.parent / "result_bits_per_byte.png").stat().st_size > 0
+    assert (out.parent / "result_robustness.png").stat().st_size > 0
