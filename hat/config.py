@@ -84,6 +84,28 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EqInfoConfig:
+    """Compressed-text input (`data.format: eqinfo`): EqualInfoAC[window_bits, 2**token_bits] tokens of M1."""
+
+    # A byte_lm checkpoint (run workdir or step directory) whose probabilities drive the arithmetic coder.
+    m1_checkpoint: str = "runs/m1_tiny"
+    window_bits: int = 16
+    token_bits: int = 8
+    # Bytes per window at most: M1 always runs on [m1_batch_size, max_window_bytes] inputs (bit-identical
+    # probabilities in encoder and decoder need one fixed computation shape).
+    max_window_bytes: int = 32
+    m1_batch_size: int = 64
+    precision: int = 14
+    # Text is cut into independent segments that compress in parallel (a window never crosses one).
+    segment_bytes: int = 4096
+    # Tokens per M2 example.
+    seq_tokens: int = 512
+    # Byte budgets of the compressed training and held-out parts (0: all); CPU compression runs at kB/s.
+    max_train_bytes: int = 0
+    max_heldout_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the bytes come from and how they are packed into training sequences."""
 
@@ -98,6 +120,9 @@ class DataConfig:
     # Directory for prepared tensorstore arrays; empty means `<workdir>/data`.
     cache_dir: str = ""
     seed: int = 0
+    # "bytes": packed byte sequences; "eqinfo": EqualInfoAC tokens of the same corpus (see `eqinfo`).
+    format: Literal["bytes", "eqinfo"] = "bytes"
+    eqinfo: EqInfoConfig = EqInfoConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,5 +311,10 @@ def validate(config: Config) -> None:
         raise ConfigError("data.seq_bytes must exceed model.max_word_bytes so that every word fits a sequence")
     if data.max_words < 2:
         raise ConfigError("data.max_words must be at least 2")
+    if data.format == "eqinfo" and (model.kind != "token_lm" or model.vocab_size != 1 << data.eqinfo.token_bits):
+        raise ConfigError(
+            f"data.format eqinfo needs model.kind token_lm with model.vocab_size 2**data.eqinfo.token_bits "
+            f"({1 << data.eqinfo.token_bits})"
+        )
     if config.train.batch_size < 1 or config.train.steps < 1:
         raise ConfigError("train.batch_size and train.steps must be positive")

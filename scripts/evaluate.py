@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['bits_per_byte']:.4f} bits/byte over {result['bytes']:,} bytes "
             f"({result['model_kind']}, step {result['checkpoint_step']}); zlib -9: {result['zlib_bits_per_byte']:.4f}"
         )
+        if "m1_bits_per_byte" in result:
+            rate, per_token = result["m1_bits_per_byte"], result["bytes_per_token"]
+            print(f"M1's EqualInfoAC code: {rate:.4f} bits/byte, {per_token:.2f} bytes/token")
     return 0
 
 

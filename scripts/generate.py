@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout.buffer
     out.write(args.prompt.encode())
     out.flush()
+    if loaded.config.data.format == "eqinfo":
+        from hat.compress.generate import sample_eqinfo_bytes as sample_bytes  # M2: tokens -> windows -> M1 bytes
     sampled = sample_bytes(loaded, args.prompt.encode(), args.max_new_bytes, args.temperature, args.top_k, args.seed)
     for value in sampled:
         # Raw bytes go straight out: a terminal shows invalid UTF-8 as replacement characters.

@@ -47,6 +47,10 @@ class RunData:
 
 def prepare_data(config: Config) -> RunData:
     """Resolves the corpus, splits it by file and prepares both parts as tensorstore arrays (cached)."""
+    if config.data.format == "eqinfo":
+        from hat.compress.data import prepare_eqinfo_data
+
+        return prepare_eqinfo_data(config)
     data_cfg = config.data
     docs = hat_data.resolve_documents(data_cfg.corpus)
     train_docs, heldout_docs = hat_data.split_documents(docs, data_cfg.eval_fraction, data_cfg.seed)
@@ -181,7 +185,7 @@ def train(config: Config) -> dict[str, float]:
             params, opt_state, metrics = train_step(params, opt_state, batch)
             step += 1
             flush_metrics()
-            window_bytes += float(batch["loss_mask"].sum())
+            window_bytes += float(batch.get("target_bytes", batch["loss_mask"]).sum())
             if step % cfg.log_every == 0 or step == cfg.steps:
                 pending = (step, metrics, window_bytes)
                 window_bytes = 0.0
