@@ -26,7 +26,7 @@ from hat.compress.equal_info import (
     tokens_to_windows,
     windows_to_tokens,
 )
-from hat.config import ModelConfig, TransformerConfig, load_config, to_dict
+from hat.config import ConfigError, ModelConfig, TransformerConfig, load_config, to_dict
 from hat.data import Document
 from hat.models import build_model
 from hat.train import Checkpointer
@@ -336,3 +336,12 @@ def test_end_to_end_m1_compress_m2(tmp_path: Path, capsysbinary):
     generate = _load_script("generate").main
     assert generate([str(m2_dir), "--prompt", "def ", "--max-new-bytes", "6", "--temperature", "0"]) == 0
     assert capsysbinary.readouterr().out.startswith(b"def ")
+
+
+def test_eqinfo_config_needs_a_matching_token_model():
+    with pytest.raises(ConfigError, match="token_lm"):
+        load_config(REPO / "configs/eqinfo_tiny.yaml", ["model.kind=byte_lm"])
+    with pytest.raises(ConfigError, match="65536"):
+        load_config(REPO / "configs/eqinfo_tiny.yaml", ["data.eqinfo.token_bits=16"])
+    config = load_config(REPO / "configs/eqinfo_tiny.yaml", ["data.eqinfo.token_bits=16", "model.vocab_size=65536"])
+    assert config.data.format == "eqinfo" and config.data.eqinfo.window_bits == 16
