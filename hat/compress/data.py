@@ -24,6 +24,7 @@ from tqdm import tqdm
 from hat.compress.equal_info import M1, WindowSpec, encode_segments, split_segments, windows_to_tokens
 from hat.config import Config
 from hat.data import CorpusError, Document, resolve_documents, split_documents
+from hat.train.loop import RunData
 
 TOKEN_FORMAT_VERSION = 1
 _CHUNK_ELEMENTS = 1 << 20
@@ -248,11 +249,9 @@ def load_m1(config: Config) -> M1:
     return M1.from_checkpoint(eq.m1_checkpoint, eq.m1_batch_size, eq.max_window_bytes)
 
 
-def prepare_eqinfo_data(config: Config):
+def prepare_eqinfo_data(config: Config) -> RunData:
     """`hat.train.loop.prepare_data` for `data.format: eqinfo`: split the corpus by file, take each part's byte
     budget, compress both with M1 (cached, resumable) and serve `seq_tokens`-token examples."""
-    from hat.train.loop import RunData
-
     data_cfg, eq = config.data, config.data.eqinfo
     docs = resolve_documents(data_cfg.corpus)
     train_docs, heldout_docs = split_documents(docs, data_cfg.eval_fraction, data_cfg.seed)
