@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flax import nnx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hat.compress import arithmetic as ac
@@ -143,6 +143,10 @@ def _round_trip(m1: M1, data: bytes, spec: WindowSpec, segment_bytes: int = 64):
     spec_index=st.integers(0, len(SPECS) - 1),
     which=st.sampled_from(["flat", "peaked"]),
 )
+@example(data=b"", spec_index=0, which="flat")
+@example(data=b"\x00", spec_index=1, which="peaked")
+@example(data=b"caf\xc3 \xff\xfe \xe6\x97", spec_index=2, which="flat")
+@example(data=b" " * 300, spec_index=3, which="peaked")
 def test_equal_info_round_trips_any_bytes(m1s, data: bytes, spec_index: int, which: str):
     spec = SPECS[spec_index]
     windows, lengths, decoded = _round_trip(m1s[which], data, spec)
