@@ -104,6 +104,28 @@ class BPEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EqInfoConfig:
+    """Compressed-text input (`data.format: eqinfo`): EqualInfoAC[window_bits, 2**token_bits] tokens of M1."""
+
+    # A byte_lm checkpoint (run workdir or step directory) whose probabilities drive the arithmetic coder.
+    m1_checkpoint: str = "runs/m1_tiny"
+    window_bits: int = 16
+    token_bits: int = 8
+    # Bytes per window at most: M1 always runs on [m1_batch_size, max_window_bytes] inputs (bit-identical
+    # probabilities in encoder and decoder need one fixed computation shape).
+    max_window_bytes: int = 32
+    m1_batch_size: int = 64
+    precision: int = 14
+    # Text is cut into independent segments that compress in parallel (a window never crosses one).
+    segment_bytes: int = 4096
+    # Tokens per M2 example.
+    seq_tokens: int = 512
+    # Byte budgets of the compressed training and held-out parts (0: all); CPU compression runs at kB/s.
+    max_train_bytes: int = 0
+    max_heldout_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the bytes come from and how they are packed into training sequences."""
 
@@ -118,9 +140,11 @@ class DataConfig:
     # Directory for prepared tensorstore arrays; empty means `<workdir>/data`.
     cache_dir: str = ""
     seed: int = 0
-    # "bytes": packed byte sequences (HAT, byte LM); "bpe": byte-level BPE token sequences (token LM).
-    format: Literal["bytes", "bpe"] = "bytes"
+    # "bytes": packed byte sequences (HAT, byte LM); "bpe": byte-level BPE token sequences (token LM);
+    # "eqinfo": EqualInfoAC tokens of the same corpus (token LM M2; see `eqinfo`).
+    format: Literal["bytes", "bpe", "eqinfo"] = "bytes"
     bpe: BPEConfig = BPEConfig()
+    eqinfo: EqInfoConfig = EqInfoConfig()
 
 
 def _default_mesh() -> dict[str, int]:
@@ -409,6 +433,11 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"data.format bpe needs model.kind token_lm with model.vocab_size == data.bpe.vocab_size "
             f"(got kind {model.kind}, vocab_size {model.vocab_size} and {data.bpe.vocab_size})"
+        )
+    if data.format == "eqinfo" and (model.kind != "token_lm" or model.vocab_size != 1 << data.eqinfo.token_bits):
+        raise ConfigError(
+            f"data.format eqinfo needs model.kind token_lm with model.vocab_size 2**data.eqinfo.token_bits "
+            f"({1 << data.eqinfo.token_bits})"
         )
     if config.train.batch_size < 1 or config.train.steps < 1:
         raise ConfigError("train.batch_size and train.steps must be positive")

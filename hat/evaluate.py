@@ -54,6 +54,15 @@ def zlib_bits_per_byte(paths: Sequence[str | Path], level: int = 9) -> float:
 def evaluate_files(loaded: LoadedModel, paths: Sequence[str | Path], batch_size: int = 8) -> dict[str, float]:
     """Bits per byte of `loaded` over the concatenated files (exact sum of -log2 p over every text byte)."""
     config = loaded.config
+    if config.data.format == "eqinfo":
+        from hat.compress.evaluate import evaluate_eqinfo_files
+
+        read_documents(paths)  # a missing file is a CorpusError naming it
+        return evaluate_eqinfo_files(loaded, paths, batch_size) | {
+            "zlib_bits_per_byte": zlib_bits_per_byte(paths),
+            "model_kind": config.model.kind,
+            "checkpoint_step": loaded.step,
+        }
     corpus = prepare_in_memory(read_documents(paths), config.model.max_word_bytes)
     source = PackedSequences.build(corpus, config.data.seq_bytes, config.data.max_words)
     graphdef, params = nnx.split(loaded.model, nnx.Param)

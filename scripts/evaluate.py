@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     suite = args.suite or bool(args.compare)
     try:
         loaded = [load_model(path) for path in [args.checkpoint, *args.compare]]
-        if args.also or args.ensemble or (loaded[0].config.model.kind == "token_lm" and not suite):
+        # BPE token LMs are scored through their exact byte chain; compressed-text M2s (data.format eqinfo)
+        # through M1's coder in evaluate_files.
+        bpe_model = loaded[0].config.model.kind == "token_lm" and loaded[0].config.data.format == "bpe"
+        if args.also or args.ensemble or (bpe_model and not suite):
             return _byte_level(args, loaded[0])
         if suite:
             result = evaluate_suite(loaded, args.files, batch_size=args.batch_size, seed=args.seed)
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['bits_per_byte']:.4f} bits/byte over {result['bytes']:,} bytes "
             f"({result['model_kind']}, step {result['checkpoint_step']}); zlib -9: {result['zlib_bits_per_byte']:.4f}"
         )
+        if "m1_bits_per_byte" in result:
+            rate, per_token = result["m1_bits_per_byte"], result["bytes_per_token"]
+            print(f"M1's EqualInfoAC code: {rate:.4f} bits/byte, {per_token:.2f} bytes/token")
     return 0
 
 

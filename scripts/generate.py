@@ -59,17 +59,27 @@ def main(argv: list[str] | None = None) -> int:
         # Cached generation steps the backbone's layers one at a time: load them as a list even if trained scanned.
         loaded = load_model(args.checkpoint, scan_layers=False)
         byte_level = None
-        if args.also or loaded.config.model.kind == "token_lm":
+        if loaded.config.data.format != "eqinfo" and (args.also or loaded.config.model.kind == "token_lm"):
             models = [byte_model(loaded), *(load_byte_model(path) for path in args.also)]
             byte_level = models[0] if len(models) == 1 else Ensemble(models, args.weights, args.ensemble)
     except (CheckpointError, TokenizerError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if byte_level is not None:
-        if args.top_p < 1.0:
-            parser.error("--top-p is not supported for token models and ensembles (byte-level sampling)")
-        pieces = _byte_level_pieces(byte_level, prompts, args.max_new_bytes, args.temperature, args.top_k, args.seed,
-                                    stops)  # fmt: skip
+    compressed = loaded.config.data.format == "eqinfo"
+    if (compressed or byte_level is not None) and args.top_p < 1.0:
+        parser.error("--top-p is not supported for token models and ensembles (byte-level sampling)")
+    if compressed:
+        from hat.compress.generate import sample_eqinfo_bytes  # M2: tokens -> windows -> M1 decodes the bytes
+
+        sampler = lambda prompt: sample_eqinfo_bytes(  # noqa: E731
+            loaded, prompt, args.max_new_bytes, args.temperature, args.top_k, args.seed
+        )
+        pieces = _stopped_pieces(sampler, prompts, stops)
+    elif byte_level is not None:
+        from hat.byteprob.bytelevel import sample
+
+        sampler = lambda prompt: sample(byte_level, prompt, args.max_new_bytes, args.temperature, args.top_k, args.seed)
+        pieces = _stopped_pieces(sampler, prompts, stops)
     else:
         pieces = _cached_pieces(loaded, prompts, args, sampling, stops)
     streams = [Utf8Stream() for _ in prompts]
@@ -106,15 +116,14 @@ def _cached_pieces(loaded, prompts: list[bytes], args: argparse.Namespace, sampl
     return generate(loaded, prompts, args.max_new_bytes, sampling, stops, use_cache=not args.no_cache)
 
 
-def _byte_level_pieces(model, prompts: list[bytes], max_new_bytes: int, temperature: float, top_k: int, seed: int,
-                       stops: list[bytes]):  # fmt: skip
-    """Token models and ensembles: byte-level sampling, one prompt after the other, with the same stop rule."""
-    from hat.byteprob.bytelevel import sample
+def _stopped_pieces(sampler, prompts: list[bytes], stops: list[bytes]):
+    """Byte-level samplers (token models, ensembles, compressed-text M2): one prompt after the other, with the
+    stop rule of cached generation (a stop string and what follows are not shown)."""
     from hat.sampling import StopMatcher
 
     for row, prompt in enumerate(prompts):
         matcher = StopMatcher(stops)
-        for value in sample(model, prompt, max_new_bytes, temperature, top_k, seed):
+        for value in sampler(prompt):
             shown, stopped = matcher.feed(bytes([value]))
             if shown:
                 yield row, shown

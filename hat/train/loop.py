@@ -64,6 +64,10 @@ def prepare_data(config: Config) -> RunData:
         from hat.data.tokens import prepare_bpe_data
 
         return prepare_bpe_data(config)
+    if config.data.format == "eqinfo":
+        from hat.compress.data import prepare_eqinfo_data
+
+        return prepare_eqinfo_data(config)
     data_cfg = config.data
     docs = hat_data.resolve_documents(data_cfg.corpus)
     train_docs, heldout_docs = hat_data.split_documents(docs, data_cfg.eval_fraction, data_cfg.seed)
@@ -179,7 +183,11 @@ def _check_resumable(config: Config, meta: dict[str, Any]) -> None:
 
 def sequence_length(config: Config) -> int:
     """Units (bytes or tokens) per training sequence of the configured data format."""
-    return config.data.bpe.seq_tokens if config.data.format == "bpe" else config.data.seq_bytes
+    if config.data.format == "bpe":
+        return config.data.bpe.seq_tokens
+    if config.data.format == "eqinfo":
+        return config.data.eqinfo.seq_tokens
+    return config.data.seq_bytes
 
 
 def step_flops(config: Config) -> float:

@@ -1,0 +1,129 @@
+"""The EqualInfoAC file format: a JSON header, a segment table, then the windows' bits (MSB first, big endian).
+
+    b"HATEQAC1" | header length (uint32) | header (JSON) | per segment: windows, CRC-32 (2 x uint32) | windows
+
+The header records the spec (b, v, M1's window and batch shape, precision), the segment length, the byte count
+and M1's identity, so a file is only ever decoded with the M1 and the computation shape it was made with. Text is
+coded in independent segments of `segment_bytes`; the segment table (8 bytes per segment: 0.016 bits per byte at
+4096-byte segments) lets decoding check every segment's length and CRC-32, and name the windows of a corrupt one.
+Windows are dense codes (most bit strings decode to some text), so without this check a flipped bit would
+silently change the text.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from hat.compress.equal_info import (
+    M1,
+    CorruptStreamError,
+    WindowSpec,
+    decode_windows,
+    encode_segments,
+    split_segments,
+)
+
+MAGIC = b"HATEQAC1"
+FORMAT_VERSION = 1
+DEFAULT_SEGMENT_BYTES = 4096
+
+
+def encode_file(
+    m1: M1, data: bytes, spec: WindowSpec, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    progress: Callable[[int], None] | None = None,
+) -> bytes:
+    """Compresses `data` (any bytes) into the container format."""
+    segments = split_segments(data, segment_bytes)
+    per_segment = encode_segments(m1, segments, spec, progress)
+    windows = [window for segment_windows, _ in per_segment for window in segment_windows]
+    header = {
+        "format_version": FORMAT_VERSION,
+        "window_bits": spec.window_bits,
+        "token_bits": spec.token_bits,
+        "max_window_bytes": spec.max_window_bytes,
+        "precision": spec.precision,
+        "m1_batch_size": m1.batch_size,
+        "segment_bytes": segment_bytes,
+        "num_segments": len(segments),
+        "num_bytes": len(data),
+        "num_windows": len(windows),
+        "m1": m1.identity,
+    }
+    blob = json.dumps(header, sort_keys=True).encode()
+    table = b"".join(
+        struct.pack(">II", len(segment_windows), zlib.crc32(segment))
+        for (segment_windows, _), segment in zip(per_segment, segments)
+    )
+    size = spec.window_bits // 8
+    return (
+        MAGIC + struct.pack(">I", len(blob)) + blob + table + b"".join(w.to_bytes(size, "big") for w in windows)
+    )
+
+
+def read_header(blob: bytes) -> tuple[dict[str, Any], bytes]:
+    """Splits a container into its header dict and the rest (segment table, windows); a foreign or damaged
+    header is an error."""
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
+        raise CorruptStreamError("not an EqualInfoAC file (bad magic bytes)")
+    (length,) = struct.unpack(">I", blob[len(MAGIC) : len(MAGIC) + 4])
+    start = len(MAGIC) + 4
+    try:
+        header = json.loads(blob[start : start + length])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CorruptStreamError("the file header is damaged (not valid JSON)") from None
+    if not isinstance(header, dict) or header.get("format_version") != FORMAT_VERSION:
+        raise CorruptStreamError("the file header is damaged or of an unsupported version")
+    return header, blob[start + length :]
+
+
+def spec_of(header: dict[str, Any]) -> WindowSpec:
+    """The window spec a container was written with."""
+    return WindowSpec(header["window_bits"], header["token_bits"], header["max_window_bytes"], header["precision"])
+
+
+def decode_file(m1: M1, blob: bytes, progress: Callable[[int], None] | None = None) -> bytes:
+    """Decompresses a container written by `encode_file`; raises `CorruptStreamError` naming the window(s)."""
+    header, rest = read_header(blob)
+    if header["m1"] != m1.identity:
+        raise CorruptStreamError(
+            f"this file was made with M1 {header['m1']}, but the given M1 is {m1.identity}; use the same checkpoint"
+        )
+    spec = spec_of(header)
+    if m1.batch_size != header["m1_batch_size"] or m1.max_window_bytes != spec.max_window_bytes:
+        raise ValueError("load M1 with the header's m1_batch_size and max_window_bytes (its computation shape)")
+    table_bytes = 8 * header["num_segments"]
+    table = [struct.unpack(">II", rest[i : i + 8]) for i in range(0, min(table_bytes, len(rest)) - 7, 8)]
+    payload = rest[table_bytes:]
+    size = spec.window_bits // 8
+    expected = header["num_windows"]
+    if len(table) != header["num_segments"] or sum(count for count, _ in table) != expected:
+        raise CorruptStreamError("the segment table is truncated or damaged (window 0 onwards cannot be placed)")
+    if len(payload) != expected * size:
+        have = len(payload) // size
+        raise CorruptStreamError(
+            f"token stream is truncated or padded: {len(payload)} bytes for {expected} windows of {size} bytes "
+            f"(window {min(have, expected)} is {'incomplete' if have < expected else 'extra'})"
+        )
+    windows = [int.from_bytes(payload[i : i + size], "big") for i in range(0, len(payload), size)]
+    texts = decode_windows(m1, windows, spec, progress=progress)
+    first = 0
+    out = []
+    for index, (count, crc) in enumerate(table):
+        last = first + count
+        text = b"".join(texts[first:last])
+        want = min(header["segment_bytes"], header["num_bytes"] - index * header["segment_bytes"])
+        if len(text) != want or zlib.crc32(text) != crc:
+            recoded = encode_segments(m1, [text], spec)[0][0] if text else []
+            bad = next((first + k for k, (a, b) in enumerate(zip(recoded, windows[first:last])) if a != b), None)
+            where = f"; window {bad} does not re-encode from its text" if bad is not None else ""
+            raise CorruptStreamError(
+                f"windows {first}-{last - 1} (segment {index}) are corrupt: their text fails the "
+                f"{'length' if len(text) != want else 'CRC-32'} check{where}"
+            )
+        out.append(text)
+        first = last
+    return b"".join(out)
