@@ -9,6 +9,7 @@ and the distribution of bytes per word.
 import argparse
 import os
 import pathlib
+import sys
 import sysconfig
 import time
 
@@ -44,13 +45,13 @@ def best_seconds(fn, files: list[bytes], max_word_bytes: int, repeat: int) -> fl
     return best
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit-mb", type=float, default=None,
                         help="use only the first N MB of sources (default: all)")
     parser.add_argument("--max-word-bytes", type=int, default=100, help="word length limit passed to the splitter")
     parser.add_argument("--repeat", type=int, default=1, help="passes per function; the fastest is reported")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -67,7 +68,8 @@ def main() -> None:
     p50, p90, p99 = np.percentile(lengths, [50, 90, 99])
     print(f"words {len(lengths)}, mean {lengths.mean():.2f} bytes/word, median {p50:.0f}, p90 {p90:.0f}, "
           f"p99 {p99:.0f}, max {lengths.max()}, words of exactly {limit} bytes {(lengths == limit).sum()}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -120,7 +120,9 @@ def test_unknown_override_is_one_line(tmp_path: Path, capsys):
 
 
 def test_help_on_every_script():
-    for name in ("train", "evaluate", "generate", "benchmark"):
+    scripts = ["train", *sorted(path.stem for path in (REPO / "scripts").glob("*.py"))]
+    assert len(scripts) >= 10
+    for name in scripts:
         with pytest.raises(SystemExit) as info:
             _load_script(name).main(["--help"])
         assert info.value.code == 0
