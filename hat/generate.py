@@ -31,7 +31,7 @@ from flax import nnx
 
 from hat import decoding
 from hat.config import EOT_BYTE
-from hat.inference import LoadedModel
+from hat.inference import LoadedModel, with_layer_layout
 from hat.sampling import StopMatcher, check_sampling, choose, filter_logits
 from hat.text import continues_word, split_words
 
@@ -200,6 +200,8 @@ class DecodeSession:
     """
 
     def __init__(self, loaded: LoadedModel):
+        # The caches step the backbone one layer at a time: a scanned (stacked) backbone is unstacked first.
+        loaded = with_layer_layout(loaded, scan_layers=False)
         config = loaded.config
         self.kind = config.model.kind
         if self.kind not in ("hat", "byte_lm"):

@@ -36,11 +36,18 @@ def load_model(path: str | Path, scan_layers: bool | None = None) -> LoadedModel
     graphdef, abstract_params = nnx.split(abstract, nnx.Param)
     target = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract_params)
     params = restore_params(directory / str(step), target)
-    if scan_layers is not None and scan_layers != config.model.scan_layers:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, scan_layers=scan_layers))
-        abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
-        graphdef, new_params = nnx.split(abstract, nnx.Param)
-        new_params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), new_params)
-        nnx.replace_by_pure_dict(new_params, convert_layer_layout(nnx.to_pure_dict(params), scan_layers))
-        params = new_params
-    return LoadedModel(nnx.merge(graphdef, params), config, step, directory / str(step))
+    loaded = LoadedModel(nnx.merge(graphdef, params), config, step, directory / str(step))
+    return loaded if scan_layers is None else with_layer_layout(loaded, scan_layers)
+
+
+def with_layer_layout(loaded: LoadedModel, scan_layers: bool) -> LoadedModel:
+    """`loaded` with its backbone in the scanned (stacked) or per-layer layout; the same model either way."""
+    if scan_layers == loaded.config.model.scan_layers:
+        return loaded
+    config = dataclasses.replace(loaded.config, model=dataclasses.replace(loaded.config.model, scan_layers=scan_layers))
+    abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
+    graphdef, params = nnx.split(abstract, nnx.Param)
+    params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), params)
+    pure = nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param))
+    nnx.replace_by_pure_dict(params, convert_layer_layout(pure, scan_layers))
+    return dataclasses.replace(loaded, model=nnx.merge(graphdef, params), config=config)

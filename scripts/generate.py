@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
-        # Cached generation steps the backbone's layers one at a time: load them as a list even if trained scanned.
-        loaded = load_model(args.checkpoint, scan_layers=False)
+        loaded = load_model(args.checkpoint)
         byte_level = None
         if loaded.config.data.format != "eqinfo" and (args.also or loaded.config.model.kind == "token_lm"):
             models = [byte_model(loaded), *(load_byte_model(path) for path in args.also)]

@@ -18,7 +18,7 @@ from flax import nnx
 
 from hat.config import Config, DataConfig, ModelConfig, PoolingConfig, TransformerConfig
 from hat.generate import DecodeSession, Sampling, fit_context, generate_all, layout_context
-from hat.inference import LoadedModel
+from hat.inference import LoadedModel, with_layer_layout
 from hat.models import build_model
 from hat.sampling import StopMatcher, Utf8Stream, filter_logits
 from hat.text import split_words
@@ -93,6 +93,15 @@ def test_greedy_cached_generation_equals_uncached(kind):
     cached = generate_all(loaded, PROMPTS, **greedy)
     assert cached == generate_all(loaded, PROMPTS, **greedy, use_cache=False)
     assert all(len(c) == 24 for c in cached)  # a random model rarely picks end-of-text
+
+
+def test_a_scanned_backbone_generates_the_same_bytes():
+    """A model trained with `scan_layers` (stacked backbone) is unstacked for the caches: same greedy bytes."""
+    loaded = loaded_model("hat")
+    scanned = with_layer_layout(loaded, scan_layers=True)
+    assert scanned.config.model.scan_layers
+    greedy = dict(max_new_bytes=24, sampling=Sampling(temperature=0.0))
+    assert generate_all(scanned, PROMPTS, **greedy) == generate_all(loaded, PROMPTS, **greedy)
 
 
 def test_seeded_sampling_is_reproducible():
