@@ -397,6 +397,10 @@ def _resolve_base(tree: dict[str, Any], path: Path, seen: tuple[Path, ...]) -> d
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Builds and validates a `Config` from a nested dict (as stored beside checkpoints)."""
+    model = tree.get("model")
+    if isinstance(model, dict) and isinstance(model.get("remat"), bool):
+        # Checkpoints written before remat policies stored a bool.
+        tree = tree | {"model": model | {"remat": "full" if model["remat"] else "none"}}
     config = _build(Config, tree)
     validate(config)
     return config

@@ -58,20 +58,24 @@ def heldout_lines(count: int, min_len: int, max_len: int) -> list[bytes]:
 
 
 def cost(token_model, table, text: bytes) -> dict[str, float]:
-    """Streaming versus from-scratch next-byte distributions along `text`."""
+    """Streaming versus from-scratch next-byte distributions along `text`, with the KV-cached token model
+    (`token_model`) and with its full-recompute fallback for the streaming case."""
     from hat.byteprob import ByteStream, next_byte_logprobs
 
-    token_model.cache.clear()
-    calls, start = token_model.num_prefixes, time.perf_counter()
-    stream = ByteStream(token_model, table)
-    for value in text:
-        stream.logprobs()
-        stream.push(value)
-    stream_s = time.perf_counter() - start
-    stream_calls = token_model.num_prefixes - calls
+    def streamed(model) -> tuple[float, int]:
+        model.clear()
+        calls, start = model.num_prefixes, time.perf_counter()
+        stream = ByteStream(model, table)
+        for value in text:
+            stream.logprobs()
+            stream.push(value)
+        return time.perf_counter() - start, model.num_prefixes - calls
+
+    stream_s, stream_calls = streamed(token_model)
+    recompute_s, _ = streamed(token_model.fallback)
     calls, start = token_model.num_prefixes, time.perf_counter()
     for n in range(len(text)):
-        token_model.cache.clear()
+        token_model.clear()
         next_byte_logprobs(token_model, table, text[:n])
     naive_s = time.perf_counter() - start
     naive_calls = token_model.num_prefixes - calls
@@ -79,6 +83,7 @@ def cost(token_model, table, text: bytes) -> dict[str, float]:
         "bytes": len(text),
         "stream_calls_per_byte": stream_calls / len(text),
         "stream_bytes_per_s": len(text) / stream_s,
+        "stream_recompute_bytes_per_s": len(text) / recompute_s,
         "naive_calls_per_byte": naive_calls / len(text),
         "naive_bytes_per_s": len(text) / naive_s,
     }

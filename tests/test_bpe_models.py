@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, load_byte_model, text_bits
-from hat.byteprob.flat import FlatTokenModel
+from hat.byteprob.flat import CachedFlatTokenModel, FlatTokenModel
 from hat.byteprob.models import log_softmax
 from hat.config import load_config
 from hat.data.tokens import TokenSequences, encode_documents, tokens_in_memory
@@ -93,6 +93,18 @@ def test_flat_token_model_matches_a_direct_forward(runs):
     calls = model.num_prefixes
     model.next_token_logprobs(prefixes[:2])
     assert model.num_prefixes == calls == 3  # memoised
+
+
+def test_cached_token_model_equals_the_recompute(runs):
+    loaded = load_model(runs["bpe"])
+    cached, recompute = CachedFlatTokenModel(loaded, max_states=8), FlatTokenModel(loaded, batch_size=4)
+    # Shared prefixes branch from cached states; the last is past the 32-token context (recompute fallback).
+    prefixes = [(), (5, 9, 300), (5, 9), (5, 9, 301, 7), tuple(range(1, 20)), tuple(range(1, 22)), tuple(range(1, 60))]
+    np.testing.assert_allclose(
+        cached.next_token_logprobs(prefixes), recompute.next_token_logprobs(prefixes), atol=2e-5
+    )
+    # Each new token is one step from the longest cached prefix: 3, then 0, 2 (after (5, 9)), 19 and 2.
+    assert cached.num_steps == 3 + 0 + 2 + 19 + 2
 
 
 def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(runs, corpus, capsys):

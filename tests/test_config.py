@@ -116,3 +116,11 @@ def test_rules_table_maps_logical_axes_to_mesh_axes():
     assert rules.spec(activation, (16, 128, 64)) == PartitionSpec(("data", "fsdp"), None, None)
     # Batch 4 cannot split 8 ways: only the axes that divide it are kept, in order.
     assert rules.spec(("act_batch", None), (4, 128)) == PartitionSpec("data", None)
+
+
+def test_configs_of_older_checkpoints_still_load():
+    from hat.config import config_from_dict, to_dict
+
+    tree = to_dict(load_config(None))
+    tree["model"]["remat"] = True  # before remat policies
+    assert config_from_dict(tree).model.remat == "full"

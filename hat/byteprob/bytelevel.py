@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from hat.byteprob.exact import EOT_OUTCOME, NUM_OUTCOMES, ByteStream, TokenTable, text_logprobs
-from hat.byteprob.flat import FlatTokenModel
+from hat.byteprob.flat import CachedFlatTokenModel
 from hat.byteprob.models import TokenModel
 from hat.config import EOT_BYTE
 from hat.data import PackedSequences, prepare_in_memory
@@ -277,7 +277,7 @@ def byte_model(loaded: LoadedModel) -> ByteLevelModel:
     if loaded.config.model.kind == "token_lm":
         if loaded.config.data.format != "bpe":
             raise ValueError(f"{loaded.path}: byte-level probabilities need a BPE token model (data.format: bpe)")
-        return TokenByteModel(FlatTokenModel(loaded), tokenizer_for(loaded), f"token_lm:{loaded.path}")
+        return TokenByteModel(CachedFlatTokenModel(loaded), tokenizer_for(loaded), f"token_lm:{loaded.path}")
     return NativeByteModel(loaded)
 
 
