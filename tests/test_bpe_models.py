@@ -1,7 +1,6 @@
 """BPE token LMs end to end: train.py on BPE data, exact byte-level scoring and sampling through the scripts,
 ensembles with a byte model."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from support import REPO, load_script
 
 from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, load_byte_model, text_bits
 from hat.byteprob.flat import CachedFlatTokenModel, FlatTokenModel
@@ -19,7 +19,6 @@ from hat.evaluate import evaluate_files
 from hat.inference import load_model
 from hat.text.bpe import EOT_ID, load_tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
 FLAT = [
     "model.backbone.hidden_size=32", "model.backbone.mlp_hidden_size=64", "model.backbone.num_layers=2",
     "model.backbone.num_heads=2", "model.backbone.num_kv_heads=2", "data.eval_fraction=0.3", "train.batch_size=4",
@@ -28,14 +27,6 @@ FLAT = [
 ]  # fmt: skip
 TOKEN = ["model.vocab_size=400", "data.bpe.vocab_size=400", "data.bpe.seq_tokens=32"]
 BYTE = ["data.seq_bytes=128", "data.max_words=64", "model.max_word_bytes=64"]
-
-
-def _script(name: str):
-    path = REPO / ("train.py" if name == "train" else f"scripts/{name}.py")
-    spec = importlib.util.spec_from_file_location(f"hat_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +45,7 @@ def runs(corpus: Path, tmp_path_factory) -> dict[str, Path]:
     for name, config, extra in [("bpe", "bpe_tiny", TOKEN), ("byte", "byte_tiny", BYTE)]:
         workdir = tmp_path_factory.mktemp(name)
         args = [str(REPO / f"configs/{config}.yaml"), f"workdir={workdir}", f"data.corpus=['{corpus}']"]
-        assert _script("train").main(args + FLAT + extra) == 0
+        assert load_script("train").main(args + FLAT + extra) == 0
         out[name] = workdir
     return out
 
@@ -109,7 +100,7 @@ def test_cached_token_model_equals_the_recompute(runs):
 
 def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(runs, corpus, capsys):
     files = [str(corpus / "cjk.txt"), str(corpus / "invalid.txt")]
-    evaluate = _script("evaluate")
+    evaluate = load_script("evaluate")
     assert evaluate.main([str(runs["bpe"]), files[1], "--json"]) == 0
     single = json.loads(capsys.readouterr().out)
     assert 0 < single["bits_per_byte"] < 12 and 0 < single["bits_per_byte_canonical"] < 12
@@ -167,7 +158,7 @@ def test_fitted_mixture_weights_beat_every_fixed_choice():
 
 
 def test_generate_token_model_and_ensemble(runs, capsysbinary):
-    generate = _script("generate")
+    generate = load_script("generate")
     assert generate.main([str(runs["bpe"]), "--prompt", "def pri", "--max-new-bytes", "4", "--temperature", "0"]) == 0
     out = capsysbinary.readouterr().out
     assert out.startswith(b"def pri") and len(out) <= len(b"def pri") + 4 + 1
@@ -180,7 +171,7 @@ def test_missing_tokenizer_is_one_line(runs, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(runs["bpe"], copy)
     (copy / "tokenizer.json").unlink()
-    assert _script("evaluate").main([str(copy), __file__]) == 2
+    assert load_script("evaluate").main([str(copy), __file__]) == 2
     err = capsys.readouterr().err
     assert "tokenizer file not found" in err and err.count("\n") == 1
 
@@ -193,7 +184,7 @@ def test_bpe_config_needs_matching_vocab():
 
 
 def test_benchmark_functions_on_a_tiny_run(runs):
-    benchmark = _script("benchmark_byteprob")
+    benchmark = load_script("benchmark_byteprob")
     model = load_byte_model(runs["bpe"])
     cost = benchmark.cost(model.model, model.table, b"def f(x):")
     assert cost["stream_calls_per_byte"] <= 1 + 1 / 9 + 1e-9  # one prefix per byte (+ the empty one)

@@ -1,7 +1,6 @@
 """Arithmetic coder and EqualInfoAC: exact round trips, exact window sizes, M1 determinism, refused bad input,
 the token corpus and the end-to-end M1 -> compress.py -> M2 path."""
 
-import importlib.util
 import json
 import re
 from fractions import Fraction
@@ -12,6 +11,7 @@ import pytest
 from flax import nnx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support import REPO, load_script
 
 from hat.compress import arithmetic as ac
 from hat.compress.container import decode_file, encode_file, read_header
@@ -31,7 +31,6 @@ from hat.data import Document
 from hat.models import build_model
 from hat.train import Checkpointer
 
-REPO = Path(__file__).resolve().parent.parent
 WINDOW = 12
 SPECS = [WindowSpec(16, 8, WINDOW), WindowSpec(16, 16, WINDOW), WindowSpec(32, 8, WINDOW), WindowSpec(48, 16, WINDOW)]
 TINY_M1 = ModelConfig(
@@ -285,14 +284,6 @@ def test_budget_cuts_the_corpus(m1s, tmp_path: Path):
 # --- end to end: train.py M1 -> compress.py -> train.py M2 -> evaluate / generate ------------------------------------
 
 
-def _load_script(name: str):
-    path = REPO / ("train.py" if name == "train" else f"scripts/{name}.py")
-    spec = importlib.util.spec_from_file_location(f"hat_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 SMALL = ["model.backbone.num_layers=1", "model.backbone.hidden_size=32", "model.backbone.num_heads=2",
          "model.backbone.num_kv_heads=2", "model.backbone.mlp_hidden_size=64", "train.batch_size=2",
          "train.steps=2", "train.log_every=1", "train.eval_every=2", "train.checkpoint_every=2",
@@ -314,7 +305,7 @@ def test_end_to_end_m1_compress_m2(tmp_path: Path, capsysbinary):
     checkpointer.save(1, {"params": params, "opt_state": {}}, m1_config)
     checkpointer.close()
 
-    compress = _load_script("compress").main
+    compress = load_script("compress").main
     source = corpus / "bad.bin"
     packed, unpacked = tmp_path / "x.eqac", tmp_path / "x.out"
     args = ["--window-bits", "32", "--token-bits", "16", "--max-window-bytes", "16", "--m1-batch-size", "8"]
@@ -325,7 +316,7 @@ def test_end_to_end_m1_compress_m2(tmp_path: Path, capsysbinary):
     assert compress(["decode", str(m1_dir), str(packed), str(unpacked)]) == 2
     assert b"window" in capsysbinary.readouterr().err
 
-    train = _load_script("train").main
+    train = load_script("train").main
     m2_dir = tmp_path / "m2"
     eq = [f"data.eqinfo.m1_checkpoint={m1_dir}", "data.eqinfo.max_window_bytes=16", "data.eqinfo.m1_batch_size=8",
           "data.eqinfo.seq_tokens=32", "data.eqinfo.max_train_bytes=4000", "data.eqinfo.max_heldout_bytes=2000",
@@ -334,10 +325,10 @@ def test_end_to_end_m1_compress_m2(tmp_path: Path, capsysbinary):
     summary = json.loads((m2_dir / "summary.json").read_text())
     assert 0 < summary["eval/bits_per_byte"] < 30
 
-    assert _load_script("evaluate").main([str(m2_dir), str(source), "--json"]) == 0
+    assert load_script("evaluate").main([str(m2_dir), str(source), "--json"]) == 0
     result = json.loads(capsysbinary.readouterr().out.splitlines()[-1])
     assert result["bytes"] == 150 and result["m1_bits_per_byte"] > 0 and result["bits_per_byte"] > 0
-    generate = _load_script("generate").main
+    generate = load_script("generate").main
     assert generate([str(m2_dir), "--prompt", "def ", "--max-new-bytes", "6", "--temperature", "0"]) == 0
     assert capsysbinary.readouterr().out.startswith(b"def ")
 

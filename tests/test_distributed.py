@@ -11,16 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support import REPO, TINY_HAT
 
 from hat.train.metrics import read_metrics
 
-REPO = Path(__file__).resolve().parent.parent
 TINY = [
-    "model.encoder.hidden_size=32", "model.encoder.mlp_hidden_size=64", "model.encoder.num_heads=2",
-    "model.encoder.num_kv_heads=2", "model.decoder.hidden_size=32", "model.decoder.mlp_hidden_size=64",
-    "model.decoder.num_heads=2", "model.decoder.num_kv_heads=2", "model.backbone.hidden_size=64",
-    "model.backbone.mlp_hidden_size=128", "model.backbone.num_layers=2", "model.backbone.num_heads=2",
-    "model.backbone.num_kv_heads=2", "model.pooling.num_heads=2", "model.pooling.num_kv_heads=2",
+    *TINY_HAT,
     "data.seq_bytes=128", "data.max_words=48", "data.eval_fraction=0", "train.batch_size=4",
     "train.warmup_steps=1", "train.log_every=1", "train.peak_flops_per_device=1e9",
     "data.corpus=['" + str(Path(json.__file__).parent) + "']",

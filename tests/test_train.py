@@ -1,31 +1,17 @@
 """End-to-end: train.py on real bytes writes metrics and checkpoints, resumes, and the scripts read them."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO, TINY_HAT, load_script
 
 TINY = [
-    "model.encoder.hidden_size=32", "model.encoder.mlp_hidden_size=64", "model.encoder.num_heads=2",
-    "model.encoder.num_kv_heads=2", "model.decoder.hidden_size=32", "model.decoder.mlp_hidden_size=64",
-    "model.decoder.num_heads=2", "model.decoder.num_kv_heads=2", "model.backbone.hidden_size=64",
-    "model.backbone.mlp_hidden_size=128", "model.backbone.num_layers=2", "model.backbone.num_heads=2",
-    "model.backbone.num_kv_heads=2", "model.pooling.num_heads=2", "model.pooling.num_kv_heads=2",
+    *TINY_HAT,
     "data.seq_bytes=256", "data.max_words=96", "data.eval_fraction=0.3", "train.batch_size=4",
     "train.log_every=2", "train.eval_every=4", "train.checkpoint_every=4", "train.eval_sequences=8",
     "train.warmup_steps=2",
 ]  # fmt: skip
-
-
-def _load_script(name: str):
-    path = REPO / ("train.py" if name == "train" else f"scripts/{name}.py")
-    spec = importlib.util.spec_from_file_location(f"hat_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +31,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained_run(corpus_dir: Path, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("run")
-    code = _load_script("train").main([f"workdir={workdir}", f"data.corpus=['{corpus_dir}']", "train.steps=8", *TINY])
+    code = load_script("train").main([f"workdir={workdir}", f"data.corpus=['{corpus_dir}']", "train.steps=8", *TINY])
     assert code == 0
     return workdir
 
@@ -64,7 +50,7 @@ def test_training_writes_metrics_and_checkpoints(trained_run: Path):
 
 def test_resume_continues_from_latest_checkpoint(trained_run: Path, corpus_dir: Path, capsys):
     args = [f"workdir={trained_run}", f"data.corpus=['{corpus_dir}']", "train.steps=10", *TINY]
-    code = _load_script("train").main(args)
+    code = load_script("train").main(args)
     assert code == 0
     captured = capsys.readouterr()
     assert "resumed from" in captured.out + captured.err
@@ -73,7 +59,7 @@ def test_resume_continues_from_latest_checkpoint(trained_run: Path, corpus_dir: 
 
 
 def test_evaluate_script_scores_bad_files(trained_run: Path, corpus_dir: Path, capsys):
-    evaluate = _load_script("evaluate")
+    evaluate = load_script("evaluate")
     files = [corpus_dir / n for n in ("empty.txt", "binary.bin", "invalid.txt", "src0.py")]
     assert evaluate.main([str(trained_run), *map(str, files), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -84,7 +70,7 @@ def test_evaluate_script_scores_bad_files(trained_run: Path, corpus_dir: Path, c
 
 
 def test_generate_script_writes_a_continuation(trained_run: Path, capsysbinary):
-    generate = _load_script("generate")
+    generate = load_script("generate")
     assert generate.main([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0"]) == 0
     out = capsysbinary.readouterr().out.decode("utf-8")  # invalid bytes are shown as U+FFFD, never raw
     assert out.startswith("def ") and 4 <= len(out) <= 4 + 5 + 1
@@ -102,20 +88,20 @@ def test_generate_script_writes_a_continuation(trained_run: Path, capsysbinary):
 
 
 def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys):
-    assert _load_script("evaluate").main([str(tmp_path / "nope"), __file__]) == 2
+    assert load_script("evaluate").main([str(tmp_path / "nope"), __file__]) == 2
     err = capsys.readouterr().err
     assert "checkpoint not found" in err and "nope" in err and err.count("\n") == 1
 
 
 def test_missing_corpus_is_one_line(tmp_path: Path, capsys):
-    code = _load_script("train").main([f"workdir={tmp_path}", f"data.corpus=['{tmp_path / 'missing'}']"])
+    code = load_script("train").main([f"workdir={tmp_path}", f"data.corpus=['{tmp_path / 'missing'}']"])
     assert code == 2
     err = capsys.readouterr().err
     assert "corpus path not found" in err and "missing" in err and err.count("\n") == 1
 
 
 def test_unknown_override_is_one_line(tmp_path: Path, capsys):
-    assert _load_script("train").main([f"workdir={tmp_path}", "train.setps=3"]) == 2
+    assert load_script("train").main([f"workdir={tmp_path}", "train.setps=3"]) == 2
     assert "did you mean train.steps" in capsys.readouterr().err
 
 
@@ -124,7 +110,7 @@ def test_help_on_every_script():
     assert len(scripts) >= 10
     for name in scripts:
         with pytest.raises(SystemExit) as info:
-            _load_script(name).main(["--help"])
+            load_script(name).main(["--help"])
         assert info.value.code == 0
 
 
@@ -155,7 +141,7 @@ def byte_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("byte_run")
     args = [f"workdir={workdir}", f"data.corpus=['{corpus}']", "train.steps=2", *TINY, "model.kind=byte_lm",
             "data.eval_fraction=0.5", "train.eval_sequences=0"]  # fmt: skip
-    assert _load_script("train").main(args) == 0
+    assert load_script("train").main(args) == 0
     return workdir
 
 
@@ -179,7 +165,7 @@ def test_evaluation_suite_compares_kinds_in_one_table(trained_run: Path, byte_ru
     files = [corpus_dir / "src0.py", corpus_dir / "invalid.txt"]
     out = tmp_path / "suite" / "result.json"
     args = [str(trained_run), *map(str, files), "--compare", str(byte_run), "--out", str(out)]
-    assert _load_script("evaluate").main(args) == 0
+    assert load_script("evaluate").main(args) == 0
     table = capsys.readouterr().out
     assert "+all_caps" in table and "zlib -9" in table
     result = json.loads(out.read_text())

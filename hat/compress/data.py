@@ -24,10 +24,10 @@ from tqdm import tqdm
 from hat.compress.equal_info import M1, WindowSpec, encode_segments, split_segments, windows_to_tokens
 from hat.config import Config
 from hat.data import CorpusError, Document, resolve_documents, split_documents
+from hat.data.corpus import files_fingerprint, open_array, read_document, read_range
 from hat.train.loop import RunData
 
 TOKEN_FORMAT_VERSION = 1
-_CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -49,21 +49,9 @@ class TokenCorpus:
 
     @property
     def num_bytes(self) -> int:
-        return int(_read(self.window_offsets, self.num_windows, self.num_windows + 1)[0]) if self.num_windows else 0
-
-
-def _read(array: ts.TensorStore | np.ndarray, start: int, stop: int) -> np.ndarray:
-    if isinstance(array, np.ndarray):
-        return array[start:stop]
-    return array[start:stop].read().result()
-
-
-def _open(path: Path, dtype: ts.dtype, create: bool) -> ts.TensorStore:
-    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
-    if create:
-        layout = ts.ChunkLayout(chunk_shape=[_CHUNK_ELEMENTS])
-        return ts.open(spec, create=True, delete_existing=True, dtype=dtype, shape=[0], chunk_layout=layout).result()
-    return ts.open(spec, open=True).result()
+        if not self.num_windows:
+            return 0
+        return int(read_range(self.window_offsets, self.num_windows, self.num_windows + 1)[0])
 
 
 def _append(store: ts.TensorStore, size: int, values: np.ndarray) -> ts.TensorStore:
@@ -88,20 +76,15 @@ def take_budget(docs: Sequence[Document], max_bytes: int) -> list[Document]:
 
 
 def _fingerprint(docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, max_bytes: int) -> str:
-    h = hashlib.sha256(
-        f"v{TOKEN_FORMAT_VERSION}:{m1.identity}:{m1.batch_size}:{spec}:{segment_bytes}:{max_bytes}".encode()
-    )
-    for doc in docs:
-        stat = doc.path.stat()
-        h.update(f"{doc.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    settings = f"v{TOKEN_FORMAT_VERSION}:{m1.identity}:{m1.batch_size}:{spec}:{segment_bytes}:{max_bytes}"
+    return files_fingerprint(docs, settings.encode())
 
 
 def _document_chunks(docs: Sequence[Document], start: int, max_bytes: int, chunk_bytes: int, used: int):
     """Yields (index after the chunk, bytes of each document in it), honouring the byte budget."""
     index, chunk, size = start, [], 0
     while index < len(docs):
-        data = docs[index].path.read_bytes()
+        data = read_document(docs[index])
         if max_bytes > 0:
             data = data[: max(max_bytes - used - size, 0)]
         chunk.append(data)
@@ -129,15 +112,15 @@ def prepare_token_corpus(
     progress_path = out / "progress.json"
     if progress_path.is_file():
         progress = json.loads(progress_path.read_text())
-        tokens = _open(out / "tokens", ts.uint16, create=False)
-        offsets = _open(out / "window_offsets", ts.int64, create=False)
+        tokens = open_array(out / "tokens", ts.uint16, create=False)
+        offsets = open_array(out / "window_offsets", ts.int64, create=False)
         # Writes after the last recorded chunk may be partial: cut them off.
         tokens = tokens.resize(exclusive_max=[progress["num_tokens"]]).result()
         offsets = offsets.resize(exclusive_max=[progress["num_windows"] + 1]).result()
     else:
         progress = {"documents_done": 0, "num_tokens": 0, "num_windows": 0, "num_bytes": 0}
-        tokens = _open(out / "tokens", ts.uint16, create=True)
-        offsets = _append(_open(out / "window_offsets", ts.int64, create=True), 0, np.zeros(1, np.int64))
+        tokens = open_array(out / "tokens", ts.uint16, create=True)
+        offsets = _append(open_array(out / "window_offsets", ts.int64, create=True), 0, np.zeros(1, np.int64))
     total = sum(doc.path.stat().st_size for doc in docs)
     total = min(total, max_bytes) if max_bytes > 0 else total
     chunk_bytes = 2 * m1.batch_size * segment_bytes
@@ -182,8 +165,8 @@ def load_token_corpus(path: str | Path) -> TokenCorpus:
         raise CorpusError(f"not a prepared token corpus (no manifest.json): {path}")
     manifest = json.loads((path / "manifest.json").read_text())
     return TokenCorpus(
-        tokens=_open(path / "tokens", ts.uint16, create=False),
-        window_offsets=_open(path / "window_offsets", ts.int64, create=False),
+        tokens=open_array(path / "tokens", ts.uint16, create=False),
+        window_offsets=open_array(path / "window_offsets", ts.int64, create=False),
         tokens_per_window=manifest["window_bits"] // manifest["token_bits"],
         path=path,
     )
@@ -216,11 +199,11 @@ class TokenSequences(grain.sources.RandomAccessDataSource):
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         start = index * self.seq_tokens
         stop = min(start + self.seq_tokens + 1, self.corpus.num_tokens)
-        tokens = _read(self.corpus.tokens, start, stop).astype(np.int32)
+        tokens = read_range(self.corpus.tokens, start, stop).astype(np.int32)
         n = len(tokens) - 1
         per = self.corpus.tokens_per_window
         first_window, last_window = (start + 1) // per, (stop - 1) // per
-        offsets = _read(self.corpus.window_offsets, first_window, last_window + 2)
+        offsets = read_range(self.corpus.window_offsets, first_window, last_window + 2)
         window_of_target = np.arange(start + 1, stop) // per - first_window
         example = {
             "inputs": np.zeros(self.seq_tokens, np.int32),

@@ -113,15 +113,18 @@ def split_documents(
     return [d for d in docs if id(d) not in heldout], [d for d in docs if id(d) in heldout]
 
 
-def _fingerprint(docs: Sequence[Document], max_word_bytes: int | None) -> str:
-    h = hashlib.sha256(f"v{PREPARED_FORMAT_VERSION}:{max_word_bytes}".encode())
+def files_fingerprint(docs: Sequence[Document], settings: bytes) -> str:
+    """A cache key for data prepared from `docs` with `settings`: changes when any file's path, size or
+    modification time, or the settings, change."""
+    h = hashlib.sha256(settings)
     for doc in docs:
         stat = doc.path.stat()
         h.update(f"{doc.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
-def _open_array(path: Path, dtype: ts.dtype, create: bool) -> ts.TensorStore:
+def open_array(path: Path, dtype: ts.dtype, create: bool) -> ts.TensorStore:
+    """A 1-D zarr3 array on local disk: created empty (resizable, large chunks) or opened."""
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
     if create:
         layout = ts.ChunkLayout(chunk_shape=[_CHUNK_ELEMENTS])
@@ -176,20 +179,22 @@ class PreparedCorpus:
 
     def read_bytes(self, start: int, stop: int) -> np.ndarray:
         """Bytes [start, stop) as a uint8 numpy array."""
-        return _read(self.bytes, start, stop)
+        return read_range(self.bytes, start, stop)
 
     def read_word_starts(self, start: int, stop: int) -> np.ndarray:
         """Word start offsets [start, stop) as an int64 numpy array."""
-        return _read(self.word_starts, start, stop)
+        return read_range(self.word_starts, start, stop)
 
 
-def _read(array: ts.TensorStore | np.ndarray, start: int, stop: int) -> np.ndarray:
+def read_range(array: ts.TensorStore | np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Elements [start, stop) of a tensorstore or numpy array, as numpy."""
     if isinstance(array, np.ndarray):
         return array[start:stop]
     return array[start:stop].read().result()
 
 
-def _read_document(doc: Document) -> bytes:
+def read_document(doc: Document) -> bytes:
+    """The file's bytes; an unreadable file is a one-line `CorpusError`."""
     try:
         return doc.path.read_bytes()
     except OSError as error:
@@ -201,7 +206,7 @@ def iter_document_words(
 ) -> Iterable[tuple[Document, bytes, np.ndarray]]:
     """Yields (document, its bytes, its word lengths); empty documents yield empty arrays."""
     for doc in docs:
-        data = _read_document(doc)
+        data = read_document(doc)
         yield doc, data, word_lengths(data, max_word_bytes)
 
 
@@ -209,7 +214,7 @@ def prepare_in_memory(docs: Sequence[Document] | Sequence[bytes], max_word_bytes
     """Prepares documents (files or raw byte strings) into numpy arrays; for evaluation of a few files."""
     chunks, lengths, doc_ends, offset = [], [], [], 0
     for doc in docs:
-        data = doc if isinstance(doc, bytes) else _read_document(doc)
+        data = doc if isinstance(doc, bytes) else read_document(doc)
         chunks += [np.frombuffer(data, np.uint8), np.array([EOT_BYTE], np.uint8)]
         lengths += [word_lengths(data, max_word_bytes).astype(np.int64), np.ones(1, np.int64)]
         offset += len(data)
@@ -231,7 +236,7 @@ def prepare_corpus(
     if not docs:
         raise CorpusError(f"{name}: no documents to prepare")
     cache_dir = Path(cache_dir)
-    final = cache_dir / f"{name}-{_fingerprint(docs, max_word_bytes)}"
+    final = cache_dir / f"{name}-{files_fingerprint(docs, f'v{PREPARED_FORMAT_VERSION}:{max_word_bytes}'.encode())}"
     if not (final / "manifest.json").is_file():
         tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -248,8 +253,8 @@ def prepare_corpus(
 
 
 def _write_prepared(docs: Sequence[Document], out: Path, max_word_bytes: int | None, name: str) -> None:
-    byte_out = _Appender(_open_array(out / "bytes", ts.uint8, create=True), np.uint8)
-    start_out = _Appender(_open_array(out / "word_starts", ts.int64, create=True), np.int64)
+    byte_out = _Appender(open_array(out / "bytes", ts.uint8, create=True), np.uint8)
+    start_out = _Appender(open_array(out / "word_starts", ts.int64, create=True), np.int64)
     start_out.append(np.zeros(1, np.int64))
     offset, doc_ends, skipped = 0, [], []
     total = sum(doc.path.stat().st_size for doc in docs)
@@ -289,8 +294,8 @@ def load_prepared(path: str | Path) -> PreparedCorpus:
         raise CorpusError(f"not a prepared corpus (no manifest.json): {path}")
     manifest = json.loads(manifest_path.read_text())
     return PreparedCorpus(
-        bytes=_open_array(path / "bytes", ts.uint8, create=False),
-        word_starts=_open_array(path / "word_starts", ts.int64, create=False),
+        bytes=open_array(path / "bytes", ts.uint8, create=False),
+        word_starts=open_array(path / "word_starts", ts.int64, create=False),
         doc_ends=np.load(path / "doc_ends.npy"),
         num_text_bytes=int(manifest["num_text_bytes"]),
     )

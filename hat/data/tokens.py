@@ -22,27 +22,24 @@ import tensorstore as ts
 from tqdm import tqdm
 
 from hat.config import Config
-from hat.data.corpus import CorpusError, Document, resolve_documents, split_documents
+from hat.data.corpus import (
+    CorpusError,
+    Document,
+    files_fingerprint,
+    open_array,
+    read_document,
+    read_range,
+    resolve_documents,
+    split_documents,
+)
 from hat.text.bpe import EOT_ID, BPETokenizer, corpus_tokenizer_path, load_tokenizer, train_tokenizer
 
 TOKEN_FORMAT_VERSION = 1
 _FLUSH_TOKENS = 1 << 22
-_CHUNK_ELEMENTS = 1 << 20
-
-
-def _read(doc: Document) -> bytes:
-    try:
-        return doc.path.read_bytes()
-    except OSError as error:
-        raise CorpusError(f"cannot read corpus file {doc.path}: {error.strerror}") from None
 
 
 def _fingerprint(docs: Sequence[Document], *extra: object) -> str:
-    h = hashlib.sha256(json.dumps([TOKEN_FORMAT_VERSION, *map(str, extra)]).encode())
-    for doc in docs:
-        stat = doc.path.stat()
-        h.update(f"{doc.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    return files_fingerprint(docs, json.dumps([TOKEN_FORMAT_VERSION, *map(str, extra)]).encode())
 
 
 def encode_documents(tokenizer: BPETokenizer, texts: Sequence[bytes]) -> list[list[int]]:
@@ -75,9 +72,7 @@ class TokenCorpus:
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens and their byte lengths at stream positions [start, stop)."""
-        if isinstance(self.tokens, np.ndarray):
-            return self.tokens[start:stop], self.token_bytes[start:stop]
-        return self.tokens[start:stop].read().result(), self.token_bytes[start:stop].read().result()
+        return read_range(self.tokens, start, stop), read_range(self.token_bytes, start, stop)
 
 
 def tokens_in_memory(tokenizer: BPETokenizer, texts: Sequence[bytes]) -> TokenCorpus:
@@ -88,14 +83,6 @@ def tokens_in_memory(tokenizer: BPETokenizer, texts: Sequence[bytes]) -> TokenCo
     tokens = np.concatenate(pieces)
     lengths = tokenizer.token_lengths[tokens].astype(np.uint8)
     return TokenCorpus(tokens, lengths, int(lengths.sum(dtype=np.int64)))
-
-
-def _open(path: Path, dtype: ts.dtype, create: bool) -> ts.TensorStore:
-    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
-    if create:
-        layout = ts.ChunkLayout(chunk_shape=[_CHUNK_ELEMENTS])
-        return ts.open(spec, create=True, delete_existing=True, dtype=dtype, shape=[0], chunk_layout=layout).result()
-    return ts.open(spec, open=True).result()
 
 
 def prepare_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], cache_dir: Path, name: str) -> TokenCorpus:
@@ -109,8 +96,8 @@ def prepare_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], cache_dir:
         tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        token_store = _open(tmp / "tokens", ts.int32, create=True)
-        length_store = _open(tmp / "token_bytes", ts.uint8, create=True)
+        token_store = open_array(tmp / "tokens", ts.int32, create=True)
+        length_store = open_array(tmp / "token_bytes", ts.uint8, create=True)
         size, num_text_bytes, pending = 0, 0, [np.array([EOT_ID], np.int32)]
 
         def flush() -> None:
@@ -126,7 +113,7 @@ def prepare_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], cache_dir:
 
         batch = 64
         for start in tqdm(range(0, len(docs), batch), desc=f"encoding {name}", leave=False):
-            texts = [_read(doc) for doc in docs[start : start + batch]]
+            texts = [read_document(doc) for doc in docs[start : start + batch]]
             for text, ids in zip(texts, encode_documents(tokenizer, texts)):
                 if text:
                     num_text_bytes += len(text)
@@ -141,8 +128,8 @@ def prepare_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], cache_dir:
         os.replace(tmp, final)
     manifest = json.loads((final / "manifest.json").read_text())
     return TokenCorpus(
-        _open(final / "tokens", ts.int32, create=False),
-        _open(final / "token_bytes", ts.uint8, create=False),
+        open_array(final / "tokens", ts.int32, create=False),
+        open_array(final / "token_bytes", ts.uint8, create=False),
         int(manifest["num_text_bytes"]),
     )
 
@@ -199,7 +186,7 @@ def resolve_tokenizer(config: Config, train_docs: Sequence[Document], cache_dir:
                 for doc in train_docs:
                     if bpe.train_bytes and seen >= bpe.train_bytes:
                         return
-                    text = _read(doc)
+                    text = read_document(doc)
                     seen += len(text)
                     yield text
 
