@@ -28,6 +28,21 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class RopeScalingConfig:
+    """Llama 3.x RoPE frequency scaling (HF `rope_scaling` with `rope_type: llama3`).
+
+    Wavelengths longer than `original_max_position_embeddings / low_freq_factor` are stretched by `factor`,
+    those shorter than `original_max_position_embeddings / high_freq_factor` are kept, and the band between is
+    interpolated smoothly.
+    """
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """A stack of Llama decoder layers (pre-RMSNorm, RoPE, grouped-query attention, SwiGLU)."""
 
@@ -39,6 +54,7 @@ class TransformerConfig:
     mlp_hidden_size: int = 512
     sliding_window: int | None = None
     rope_theta: float = 10000.0
+    rope_scaling: RopeScalingConfig | None = None
     norm_eps: float = 1e-5
     # Apply RMSNorm to queries and keys per head before RoPE (released HAT: `key_query_norm`).
     qk_norm: bool = False
@@ -57,6 +73,7 @@ class PoolingConfig:
     head_dim: int | None = None
     qk_norm: bool = True
     rope_theta: float = 10000.0
+    rope_scaling: RopeScalingConfig | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +104,8 @@ class ModelConfig:
     # Store the backbone's layers stacked on a leading "layers" axis and run them with `jax.lax.scan`, so compile
     # time does not grow with depth. Checkpoints convert between layouts (`hat.models.convert_layer_layout`).
     scan_layers: bool = False
+    # Flat models only: the output head is the transpose of the unit embedding (HF `tie_word_embeddings`).
+    tie_embeddings: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -422,6 +441,9 @@ def validate(config: Config) -> None:
             raise ConfigError(
                 f"model.{name}.num_heads ({stack.num_heads}) must be a multiple of num_kv_heads ({stack.num_kv_heads})"
             )
+    if model.kind == "hat" and model.tie_embeddings:
+        raise ConfigError("model.tie_embeddings is for flat models (byte_lm, token_lm): HAT's byte embedding and "
+                          "head have different widths")
     if model.kind == "hat" and model.encoder.hidden_size != model.decoder.hidden_size:
         raise ConfigError(
             "model.decoder.hidden_size must equal model.encoder.hidden_size: "

@@ -57,7 +57,7 @@ class FlatState:
 
 
 def _logits(model: HAT | FlatLM, x_BxD: jax.Array) -> jax.Array:
-    return model.layer_norm(x_BxD.astype(jnp.float32)) @ model.lm_head[...]
+    return model.output_logits(x_BxD)
 
 
 def _at(x_BxTx_: jax.Array, index_B: jax.Array) -> jax.Array:
@@ -164,9 +164,9 @@ def _pool_open_word(model: HAT, state: HATState, end_B: jax.Array) -> jax.Array:
     kv_heads = pool.num_kv_heads
     batch = enc_BxMxE.shape[0]
     q_Bx1xNxH = apply_rope(
-        jnp.broadcast_to(q_NxH, (batch, 1, heads, head_dim)), state.word_index_B[:, None], pool.rope_theta
+        jnp.broadcast_to(q_NxH, (batch, 1, heads, head_dim)), state.word_index_B[:, None], pool.rope_theta, pool.rope_scaling
     )
-    k_BxMxKxH = apply_rope(k_BxMxKxH, positions_BxM, pool.rope_theta)
+    k_BxMxKxH = apply_rope(k_BxMxKxH, positions_BxM, pool.rope_theta, pool.rope_scaling)
     q_BxKxGxH = q_Bx1xNxH.reshape(batch, kv_heads, heads // kv_heads, head_dim)
     scores_BxKxGxM = jnp.einsum(
         "bkgh,bmkh->bkgm", q_BxKxGxH, k_BxMxKxH, preferred_element_type=jnp.float32

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hat.config import Config
+from hat.convert.store import is_param_store, load_store_config, read_param_store
 from hat.models import build_model, convert_layer_layout
 from hat.train.checkpoint import load_config_from_checkpoint, restore_params
 
@@ -26,11 +27,19 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, scan_layers: bool | None = None) -> LoadedModel:
-    """Restores the parameters at `path` (a run's workdir, or one checkpoint step inside it).
+    """Restores the parameters at `path`: a run's workdir, one checkpoint step inside it, or a parameter store
+    (`scripts/convert_llama.py`, imported released HAT checkpoints).
 
     `scan_layers` picks the backbone layout of the returned model (None: as trained); generation wants the
     per-layer list, whose layers it steps one at a time with their caches.
     """
+    if is_param_store(path):
+        config = load_store_config(path)
+        abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
+        graphdef, abstract_params = nnx.split(abstract, nnx.Param)
+        params = read_param_store(path, abstract_params)
+        loaded = LoadedModel(nnx.merge(graphdef, params), config, 0, Path(path).resolve())
+        return loaded if scan_layers is None else with_layer_layout(loaded, scan_layers)
     config, directory, step = load_config_from_checkpoint(path)
     abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(abstract, nnx.Param)

@@ -266,9 +266,13 @@ def sample(
 
 
 def tokenizer_for(loaded: LoadedModel) -> BPETokenizer:
-    """The tokenizer of a BPE checkpoint: `data.bpe.tokenizer`, else `tokenizer.json` in its run's workdir."""
+    """The tokenizer of a BPE checkpoint: `data.bpe.tokenizer`, else `tokenizer.json` in the parameter store or
+    in the run's workdir."""
     configured = loaded.config.data.bpe.tokenizer
-    return load_tokenizer(configured if configured else Path(loaded.path).parent.parent / "tokenizer.json")
+    if configured:
+        return load_tokenizer(configured)
+    beside = Path(loaded.path) / "tokenizer.json"  # a parameter store carries its tokenizer
+    return load_tokenizer(beside if beside.is_file() else Path(loaded.path).parent.parent / "tokenizer.json")
 
 
 def byte_model(loaded: LoadedModel) -> ByteLevelModel:

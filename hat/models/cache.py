@@ -52,8 +52,8 @@ def _project(attn: Attention, x_BxLxD: jax.Array, positions_BxL: jax.Array) -> t
     v_BxLxKxH = jnp.einsum("btd,dkh->btkh", x_BxLxD, cast(attn.v_proj, attn.dtype))
     if attn.q_norm is not None:
         q_BxLxNxH, k_BxLxKxH = attn.q_norm(q_BxLxNxH), attn.k_norm(k_BxLxKxH)
-    q_BxLxNxH = apply_rope(q_BxLxNxH, positions_BxL, attn.rope_theta)
-    k_BxLxKxH = apply_rope(k_BxLxKxH, positions_BxL, attn.rope_theta)
+    q_BxLxNxH = apply_rope(q_BxLxNxH, positions_BxL, attn.rope_theta, attn.rope_scaling)
+    k_BxLxKxH = apply_rope(k_BxLxKxH, positions_BxL, attn.rope_theta, attn.rope_scaling)
     return q_BxLxNxH, k_BxLxKxH, v_BxLxKxH
 
 

@@ -83,6 +83,7 @@ class PoolingAttention(nnx.Module):
         self.dtype = dtype
         self.num_kv_heads = pool.num_kv_heads
         self.rope_theta = pool.rope_theta
+        self.rope_scaling = pool.rope_scaling
         heads, kv_heads = pool.num_heads, pool.num_kv_heads
         # Variance-preserving, so that word vectors start at the scale of the encoder states: with two 0.02-std
         # projections in a row they would start far below the backbone's RMSNorm epsilon and be nearly invisible.
@@ -110,8 +111,8 @@ class PoolingAttention(nnx.Module):
         if self.norm_query is not None:
             q_NxH, k_BxTxKxH = self.norm_query(q_NxH), self.norm_key(k_BxTxKxH)
         heads, head_dim = q_NxH.shape
-        q_BxTxNxH = apply_rope(jnp.broadcast_to(q_NxH, (batch, length, heads, head_dim)), word_ids_BxT, self.rope_theta)
-        k_BxTxKxH = apply_rope(k_BxTxKxH, _positions(length), self.rope_theta)
+        q_BxTxNxH = apply_rope(jnp.broadcast_to(q_NxH, (batch, length, heads, head_dim)), word_ids_BxT, self.rope_theta, self.rope_scaling)
+        k_BxTxKxH = apply_rope(k_BxTxKxH, _positions(length), self.rope_theta, self.rope_scaling)
         q_BxTxKxGxH = q_BxTxNxH.reshape(batch, length, kv_heads, heads // kv_heads, head_dim)
         scores_BxTxKxG = jnp.einsum(
             "btkgh,btkh->btkg", q_BxTxKxGxH, k_BxTxKxH, preferred_element_type=jnp.float32
@@ -292,7 +293,10 @@ class HAT(nnx.Module):
 
     def decode(self, enc_BxTxE: jax.Array, pred_BxWxD: jax.Array, word_ids_BxT: jax.Array) -> jax.Array:
         """Next-byte logits (B x T x V, float32) from byte states and each word's predictive vector."""
-        x_BxTxE = self.decoder(enc_BxTxE, pred_BxWxD, word_ids_BxT)
+        return self.output_logits(self.decoder(enc_BxTxE, pred_BxWxD, word_ids_BxT))
+
+    def output_logits(self, x_BxTxE: jax.Array) -> jax.Array:
+        """Final RMSNorm and byte head: decoder states -> logits (float32)."""
         logits_BxTxV = self.layer_norm(x_BxTxE.astype(jnp.float32)) @ self.lm_head[...]
         return constrain(logits_BxTxV, ("act_batch", "act_length", "act_vocab"))
 

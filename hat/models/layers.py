@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hat.config import TransformerConfig
+from hat.config import RopeScalingConfig, TransformerConfig
 from hat.models.sharding import constrain, make_param
 
 INIT_STD = 0.02
@@ -60,13 +60,33 @@ class RMSNorm(nnx.Module):
         return (normed * self.scale[...]).astype(x_BxTxD.dtype)
 
 
-def apply_rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
+def rope_frequencies(head_dim: int, theta: float, scaling: RopeScalingConfig | None = None) -> jax.Array:
+    """Inverse frequencies (H/2,) of RoPE, with Llama 3.x scaling when `scaling` is given (as in HF)."""
+    inv_freq_K = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    if scaling is None:
+        return inv_freq_K
+    wavelength_K = 2 * math.pi / inv_freq_K
+    old_context = scaling.original_max_position_embeddings
+    low_freq_wavelength = old_context / scaling.low_freq_factor
+    high_freq_wavelength = old_context / scaling.high_freq_factor
+    stretched_K = jnp.where(wavelength_K > low_freq_wavelength, inv_freq_K / scaling.factor, inv_freq_K)
+    smooth_K = (old_context / wavelength_K - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    smoothed_K = (1 - smooth_K) * stretched_K / scaling.factor + smooth_K * stretched_K
+    in_band_K = (wavelength_K >= high_freq_wavelength) & (wavelength_K <= low_freq_wavelength)
+    return jnp.where(in_band_K, smoothed_K, stretched_K)
+
+
+def apply_rope(
+    x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float, scaling: RopeScalingConfig | None = None
+) -> jax.Array:
     """Rotary position embedding in the Llama/HF "rotate half" layout (pairs are (i, i + H/2)).
 
     `positions_BxT` may hold any integer positions (byte index, word index), one per query or key.
     """
     head_dim = x_BxTxNxH.shape[-1]
-    inv_freq_K = theta ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    inv_freq_K = rope_frequencies(head_dim, theta, scaling)
     angles_BxTxK = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_K
     angles_BxTx1xH = jnp.concatenate([angles_BxTxK, angles_BxTxK], axis=-1)[..., None, :]
     x32 = x_BxTxNxH.astype(jnp.float32)
@@ -137,6 +157,7 @@ class Attention(nnx.Module):
         dim, heads, kv_heads, head_dim = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
         self.dtype = dtype
         self.rope_theta = cfg.rope_theta
+        self.rope_scaling = cfg.rope_scaling
         self.sliding_window = cfg.sliding_window
         init = normal_init(INIT_STD)
         self.q_proj = make_param(rngs, init, (dim, heads, head_dim), ("embed", "heads", "head_dim"))
@@ -157,8 +178,8 @@ class Attention(nnx.Module):
         v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.v_proj, self.dtype))
         if self.q_norm is not None:
             q_BxTxNxH, k_BxTxKxH = self.q_norm(q_BxTxNxH), self.k_norm(k_BxTxKxH)
-        q_BxTxNxH = constrain(apply_rope(q_BxTxNxH, positions_BxT, self.rope_theta), _HEADS)
-        k_BxTxKxH = constrain(apply_rope(k_BxTxKxH, positions_BxT, self.rope_theta), _KV_HEADS)
+        q_BxTxNxH = constrain(apply_rope(q_BxTxNxH, positions_BxT, self.rope_theta, self.rope_scaling), _HEADS)
+        k_BxTxKxH = constrain(apply_rope(k_BxTxKxH, positions_BxT, self.rope_theta, self.rope_scaling), _KV_HEADS)
         v_BxTxKxH = constrain(v_BxTxKxH, _KV_HEADS)
         out_BxTxNxH = causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, self.sliding_window)
         return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(self.o_proj, self.dtype))

@@ -15,6 +15,7 @@ class FlatLM(nnx.Module):
     """Unit embedding -> `cfg.backbone` Llama layers (causal, RoPE at unit positions) -> RMSNorm -> head.
 
     With `vocab_size` 256 (+ specials) it is the flat byte baseline; with a token vocabulary, a token LM.
+    With `tie_embeddings` the head is the embedding's transpose and there is no `lm_head` parameter.
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -23,7 +24,9 @@ class FlatLM(nnx.Module):
         self.embedding_layer = make_param(rngs, normal_init(INIT_STD), (cfg.vocab_size, dim), ("vocab", "embed"))
         self.backbone = LlamaStack(cfg.backbone, dtype=self.dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs)
         self.layer_norm = RMSNorm(dim, eps=cfg.backbone.norm_eps, rngs=rngs)
-        self.lm_head = make_param(rngs, normal_init(INIT_STD), (dim, cfg.vocab_size), ("embed", "vocab"))
+        self.tie_embeddings = cfg.tie_embeddings
+        if not cfg.tie_embeddings:
+            self.lm_head = make_param(rngs, normal_init(INIT_STD), (dim, cfg.vocab_size), ("embed", "vocab"))
 
     def __call__(
         self, bytes_BxT: jax.Array, word_ids_BxT: jax.Array | None = None, num_words: int | None = None
@@ -32,6 +35,10 @@ class FlatLM(nnx.Module):
         del word_ids_BxT, num_words
         x_BxTxD = jnp.take(gathered_table(self.embedding_layer), bytes_BxT, axis=0).astype(self.dtype)
         positions_1xT = jnp.arange(bytes_BxT.shape[1], dtype=jnp.int32)[None, :]
-        x_BxTxD = self.backbone(constrain(x_BxTxD, ACT_BxTxD), positions_1xT)
-        logits_BxTxV = self.layer_norm(x_BxTxD.astype(jnp.float32)) @ self.lm_head[...]
+        return self.output_logits(self.backbone(constrain(x_BxTxD, ACT_BxTxD), positions_1xT))
+
+    def output_logits(self, x_BxTxD: jax.Array) -> jax.Array:
+        """Final RMSNorm and head: backbone states -> logits (float32)."""
+        head_DxV = self.embedding_layer[...].T if self.tie_embeddings else self.lm_head[...]
+        logits_BxTxV = self.layer_norm(x_BxTxD.astype(jnp.float32)) @ head_DxV
         return constrain(logits_BxTxV, ("act_batch", "act_length", "act_vocab"))

@@ -1,0 +1,17 @@
+"""Conversions between hat and other formats.
+
+- `hat.convert.store`: parameter stores (tensorstore arrays + config), written one tensor at a time.
+- `hat.convert.llama`: Hugging Face Llama-family checkpoints -> a flat token LM or a HAT backbone.
+- `hat.convert.export`: hat checkpoints -> `config.json` + safetensors (HF Llama layout, or the released HAT layout).
+- `hat.convert.released`: released HAT checkpoints (Aleph Alpha's TFree-HAT layout) -> a hat store.
+"""
+
+from hat.convert.store import (
+    ConversionError,
+    ParamStoreWriter,
+    is_param_store,
+    load_store_config,
+    read_param_store,
+)
+
+__all__ = ["ConversionError", "ParamStoreWriter", "is_param_store", "load_store_config", "read_param_store"]
