@@ -163,9 +163,8 @@ def _pool_open_word(model: HAT, state: HATState, end_B: jax.Array) -> jax.Array:
     heads, head_dim = q_NxH.shape
     kv_heads = pool.num_kv_heads
     batch = enc_BxMxE.shape[0]
-    q_Bx1xNxH = apply_rope(
-        jnp.broadcast_to(q_NxH, (batch, 1, heads, head_dim)), state.word_index_B[:, None], pool.rope_theta, pool.rope_scaling
-    )
+    q_Bx1xNxH = jnp.broadcast_to(q_NxH, (batch, 1, heads, head_dim))
+    q_Bx1xNxH = apply_rope(q_Bx1xNxH, state.word_index_B[:, None], pool.rope_theta, pool.rope_scaling)
     k_BxMxKxH = apply_rope(k_BxMxKxH, positions_BxM, pool.rope_theta, pool.rope_scaling)
     q_BxKxGxH = q_Bx1xNxH.reshape(batch, kv_heads, heads // kv_heads, head_dim)
     scores_BxKxGxM = jnp.einsum(

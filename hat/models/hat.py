@@ -111,7 +111,8 @@ class PoolingAttention(nnx.Module):
         if self.norm_query is not None:
             q_NxH, k_BxTxKxH = self.norm_query(q_NxH), self.norm_key(k_BxTxKxH)
         heads, head_dim = q_NxH.shape
-        q_BxTxNxH = apply_rope(jnp.broadcast_to(q_NxH, (batch, length, heads, head_dim)), word_ids_BxT, self.rope_theta, self.rope_scaling)
+        q_BxTxNxH = jnp.broadcast_to(q_NxH, (batch, length, heads, head_dim))
+        q_BxTxNxH = apply_rope(q_BxTxNxH, word_ids_BxT, self.rope_theta, self.rope_scaling)
         k_BxTxKxH = apply_rope(k_BxTxKxH, _positions(length), self.rope_theta, self.rope_scaling)
         q_BxTxKxGxH = q_BxTxNxH.reshape(batch, length, kv_heads, heads // kv_heads, head_dim)
         scores_BxTxKxG = jnp.einsum(
