@@ -257,6 +257,14 @@ class TrainConfig:
     microbatches: int = 1
     # Peak FLOP/s of one device for the MFU metric; 0 measures a float32 matmul at start-up (CPU) instead.
     peak_flops_per_device: float = 0.0
+    # Start a new run from these parameters instead of a random init: a parameter store (scripts/convert_llama.py,
+    # scripts/import_hat.py) or a hat run / checkpoint step. Resuming the run's own checkpoint takes precedence.
+    init_from: str = ""
+    # Top-level parts (encoder, encoder_connector, backbone, decoder_connector, decoder, layer_norm, lm_head,
+    # embedding_layer) that get no updates and no optimizer state, e.g. [backbone] for conversion stage 1.
+    freeze: list[str] = dataclasses.field(default_factory=list)
+    # Per-part learning-rate multipliers, e.g. {backbone: 0.1} for conversion stage 2.
+    lr_scale: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

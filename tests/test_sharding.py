@@ -46,3 +46,12 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path: Path):
     assert sorted(straight) == sorted(moved) == [1, 2, 3, 4, 5, 6]
     for step in straight:
         assert moved[step] == pytest.approx(straight[step], rel=1e-5), step
+
+
+def test_param_store_restores_onto_mesh_and_frozen_backbone_stays(tmp_path: Path):
+    result = run_worker("store", tmp_path)
+    assert result["max_gap"] == 0.0  # per-layer store read into the stacked, fsdp x tensor-sharded layout exactly
+    assert result["sharded"]
+    assert result["backbone_gap"] == 0.0 and result["other_change"] > 0  # stage 1: only the new parts train
+    # Adam's two moments for the trainable parameters only (plus scalar step counters).
+    assert 2 * result["trainable"] <= result["moment_elements"] <= 2 * result["trainable"] + 4

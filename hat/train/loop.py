@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from hat import data as hat_data
 from hat.config import Config, to_dict
+from hat.convert.store import ConversionError, is_param_store, read_param_store
 from hat.models import build_model, count_params, flops_per_byte
 from hat.models.sharding import ShardingRules
-from hat.train.checkpoint import Checkpointer
+from hat.train.checkpoint import Checkpointer, CheckpointError, restore_params
 from hat.train.mesh import build_mesh, build_rules, initialize_distributed, measure_matmul_peak
 from hat.train.metrics import MetricWriter
 from hat.train.step import (
@@ -108,7 +109,10 @@ def setup_training(config: Config) -> TrainSetup:
         )
     abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-    tx = make_optimizer(config.train)
+    try:
+        tx = make_optimizer(config.train, abstract_params)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
     shardings = state_shardings(rules, abstract_params, tx)
     num_words = config.data.max_words
     train_step = make_train_step(graphdef, tx, num_words, rules, shardings, config.train.microbatches)
@@ -129,12 +133,34 @@ def init_state(config: Config, setup: TrainSetup) -> tuple[nnx.State, optax.OptS
     return jax.jit(init, out_shardings=out_shardings)()
 
 
+def initial_state_from(path: str, setup: TrainSetup) -> tuple[nnx.State, optax.OptState]:
+    """Parameters from a parameter store or a hat checkpoint, restored into this mesh's shardings, and a fresh
+    optimizer state (`train.init_from`)."""
+    target = abstract_state(setup)["params"]
+    try:
+        if is_param_store(path):
+            params = read_param_store(path, target)
+        else:
+            params = restore_params(path, target)
+    except (ConversionError, CheckpointError) as error:
+        raise TrainingError(f"train.init_from: {error}") from None
+    except ValueError as error:  # orbax: the checkpoint's tree or shapes differ from the model's
+        first_line = str(error).strip().splitlines()[0]
+        raise TrainingError(
+            f"train.init_from {path} does not fit this model ({first_line}); match model.* to the checkpoint's config"
+        ) from None
+    opt_state = jax.jit(setup.tx.init, out_shardings=setup.shardings.opt_state)(params)
+    return params, opt_state
+
+
 def abstract_state(setup: TrainSetup) -> dict[str, Any]:
     """Shapes, dtypes and target shardings of `{"params", "opt_state"}` (the restore target on this mesh)."""
 
     def with_sharding(x: Any, sharding: Any) -> Any:
         if isinstance(x, nnx.Variable):
             return x.copy(with_sharding(x.get_value(), sharding))
+        if not hasattr(x, "shape"):  # optax's placeholder for a frozen part's (absent) state
+            return x
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
     is_variable = lambda x: isinstance(x, nnx.Variable)
@@ -221,6 +247,9 @@ def train(config: Config) -> dict[str, float]:
         _check_resumable(config, meta)
         params, opt_state, start_step = state["params"], state["opt_state"], int(meta["data_step"])
         tqdm.write(f"resumed from {checkpointer.directory / str(latest)} at step {start_step}")
+    elif cfg.init_from:
+        params, opt_state = initial_state_from(cfg.init_from, setup)
+        tqdm.write(f"initialised from {cfg.init_from}")
     else:
         params, opt_state = init_state(config, setup)
 

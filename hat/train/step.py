@@ -35,15 +35,46 @@ def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
     )
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping; weight decay only on matrices (not norms or biases)."""
+def make_optimizer(cfg: TrainConfig, params: nnx.State | None = None) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping; weight decay only on matrices (not norms or biases).
+
+    With `cfg.freeze` or `cfg.lr_scale` (which need `params` for their part names), an optax partition gives frozen
+    parts no update and no moments, and scales the updates of the listed parts; clipping then sees only the
+    trained parts' gradients.
+    """
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
-    return optax.chain(
+    adamw = optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip_norm),
         optax.adamw(
             learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask
         ),
     )
+    if not cfg.freeze and not cfg.lr_scale:
+        return adamw
+    if params is None:
+        raise ValueError("train.freeze and train.lr_scale need the parameters to name their parts")
+    parts = set(params.keys())
+    for key, names in (("train.freeze", cfg.freeze), ("train.lr_scale", list(cfg.lr_scale))):
+        if unknown := sorted(set(names) - parts):
+            raise ValueError(f"{key} names parts {unknown} this model lacks (its parts: {', '.join(sorted(parts))})")
+    scales = {f"scale_{part}": optax.scale(factor) for part, factor in cfg.lr_scale.items()}
+    scaled = optax.partition(
+        {"unscaled": optax.identity(), **scales},
+        part_labels(lambda part: f"scale_{part}" if part in cfg.lr_scale else "unscaled"),
+    )
+    return optax.partition(
+        {"frozen": optax.set_to_zero(), "trained": optax.chain(adamw, scaled)},
+        part_labels(lambda part: "frozen" if part in cfg.freeze else "trained"),
+    )
+
+
+def part_labels(label_of: Callable[[str], str]) -> Callable[[Any], Any]:
+    """An optax label function: each parameter's label from its top-level part name."""
+
+    def labels(params: Any) -> Any:
+        return jax.tree_util.tree_map_with_path(lambda path, _: label_of(str(path[0].key)), params)
+
+    return labels
 
 
 def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:

@@ -113,7 +113,58 @@ def check_resume(workdir: Path) -> dict:
     return {"straight": losses(straight), "moved": losses(moved)}
 
 
+def check_store(workdir: Path) -> dict:
+    """A parameter store written per layer, read by train.init_from onto an fsdp x tensor mesh with a scanned
+    backbone; then two steps with the backbone frozen."""
+    from flax import nnx
+
+    from hat.convert.store import ParamStoreWriter, flatten_params, iter_store
+    from hat.models import build_model
+
+    corpus = "data.corpus=['" + str(Path(json.__file__).parent) + "']"
+    source = load_config(None, [corpus, *TINY])
+    with ParamStoreWriter(workdir / "store", source) as writer:
+        model = build_model(source.model, rngs=nnx.Rngs(7))
+        for name, value in flatten_params(nnx.state(model, nnx.Param)).items():
+            writer.write(name, np.asarray(value))
+        writer.finalize()
+    run = [
+        f"workdir={workdir / 'run'}", corpus, *TINY, "model.scan_layers=true", f"train.init_from={workdir / 'store'}",
+        "train.freeze=[backbone]", "train.steps=2", "data.eval_fraction=0", "train.peak_flops_per_device=1e9",
+        *mesh_overrides(MESHES["fsdp4_tensor2"]),
+    ]  # fmt: skip
+    config = load_config(None, run)
+    setup = loop.setup_training(config)
+    params, opt_state = loop.initial_state_from(config.train.init_from, setup)
+    restored = flatten_params(jax.device_get(params))
+    stored = dict(iter_store(workdir / "store"))
+    layers = config.model.backbone.num_layers
+    gaps = []
+    for name, value in restored.items():
+        if name.startswith("backbone.layers."):
+            rest = name.removeprefix("backbone.layers.")
+            value_ref = np.stack([stored[f"backbone.layers.{i}.{rest}"] for i in range(layers)])
+        else:
+            value_ref = stored[name]
+        gaps.append(float(np.max(np.abs(np.asarray(value) - value_ref))))
+    sharded = any(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(params))
+    moment_elements = sum(np.size(leaf) for leaf in jax.tree.leaves(opt_state))
+    loop.train(config)
+    from hat.inference import load_model
+
+    trained = flatten_params(nnx.state(load_model(workdir / "run", scan_layers=False).model, nnx.Param))
+    change = {k: float(np.max(np.abs(np.asarray(v) - stored[k]))) for k, v in trained.items()}
+    backbone_gap = max(v for k, v in change.items() if k.startswith("backbone."))
+    other_change = max(v for k, v in change.items() if not k.startswith("backbone."))
+    params_total = sum(int(np.prod(v.shape)) for v in stored.values())
+    params_backbone = sum(int(np.prod(v.shape)) for k, v in stored.items() if k.startswith("backbone."))
+    return {
+        "max_gap": max(gaps), "sharded": sharded, "backbone_gap": backbone_gap, "other_change": other_change,
+        "moment_elements": int(moment_elements), "trainable": params_total - params_backbone,
+    }  # fmt: skip
+
+
 if __name__ == "__main__":
     case, out = sys.argv[1], Path(sys.argv[2])
-    result = check_step(out) if case == "step" else check_resume(out)
+    result = {"step": check_step, "resume": check_resume, "store": check_store}[case](out)
     print("RESULT " + json.dumps(result))
