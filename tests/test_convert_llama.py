@@ -5,13 +5,13 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from support import TINY_HAT, load_script
 
 from hat.config import RopeScalingConfig, load_config
 from hat.convert.llama import convert_llama
 from hat.convert.store import ConversionError
 from hat.inference import load_model
 from hat.models.layers import rope_frequencies
-from tests.support import TINY_HAT, load_script
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

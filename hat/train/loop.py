@@ -115,7 +115,9 @@ def setup_training(config: Config) -> TrainSetup:
         raise TrainingError(str(error)) from None
     shardings = state_shardings(rules, abstract_params, tx)
     num_words = config.data.max_words
-    train_step = make_train_step(graphdef, tx, num_words, rules, shardings, config.train.microbatches)
+    train_step = make_train_step(
+        graphdef, tx, num_words, rules, shardings, config.train.microbatches, tuple(config.train.freeze)
+    )
     eval_step = make_eval_step(graphdef, num_words, rules, shardings)
     return TrainSetup(graphdef, abstract_params, tx, rules, shardings, train_step, eval_step)
 

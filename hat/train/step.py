@@ -159,8 +159,12 @@ def make_train_step(
     rules: ShardingRules | None = None,
     shardings: StepShardings | None = None,
     microbatches: int = 1,
+    frozen: tuple[str, ...] = (),
 ) -> Callable[..., Any]:
     """Jitted `train_step(params, opt_state, batch) -> (params, opt_state, metrics)`.
+
+    Gradients do not flow into the `frozen` top-level parts (`train.freeze`), so XLA skips their weight-gradient
+    matmuls; gradients still flow through them to the parts below (the encoder under a frozen backbone).
 
     Params and optimizer state are donated (updated in place). With `shardings`, inputs and outputs are pinned
     to the mesh (params and optimizer state per the rules, the batch split over its batch axes). With
@@ -171,6 +175,8 @@ def make_train_step(
     forward = _forward_fn(graphdef, num_words)
 
     def summed_nll(params: nnx.State, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        if frozen:
+            params = nnx.State({k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()})
         sums = _sums(token_losses(forward(params, batch), batch["targets"]), batch)
         return sums["nats"], sums
 
