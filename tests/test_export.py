@@ -17,7 +17,7 @@ from support import TINY_HAT, load_script
 from hat.config import Config, load_config
 from hat.convert.export import export_checkpoint
 from hat.convert.released import import_released
-from hat.convert.store import ParamStoreWriter, flatten_params, iter_store, unflatten_params
+from hat.convert.store import ConversionError, ParamStoreWriter, flatten_params, iter_store, unflatten_params
 from hat.inference import load_model
 from hat.models import build_model, convert_layer_layout
 
@@ -174,6 +174,8 @@ def test_hat_export_import_round_trip_is_exact(tmp_path: Path, scan: bool):
     model = random_model(config)
     # Per-layer source: a parameter store; scanned source: a training checkpoint with a stacked backbone.
     source = save_orbax(model, config, tmp_path / "run") if scan else write_store(model, config, tmp_path / "store")
+    with pytest.raises(ConversionError, match="--format released"):
+        export_checkpoint(source, tmp_path / "as_llama", fmt="hf")
     exported = export_checkpoint(source, tmp_path / "released", max_shard_size="100KB")
     released = json.loads((exported / "config.json").read_text())
     assert released["model_type"] == "hierarchical_autoregressive_transformer"
