@@ -4,6 +4,7 @@
 - `hat.convert.llama`: Hugging Face Llama-family checkpoints -> a flat token LM or a HAT backbone.
 - `hat.convert.export`: hat checkpoints -> `config.json` + safetensors (HF Llama layout, or the released HAT layout).
 - `hat.convert.released`: released HAT checkpoints (Aleph Alpha's TFree-HAT layout) -> a hat store.
+- `hat.convert.safetensors_io`: sharded safetensors directories (HF index format), written and read lazily.
 """
 
 from hat.convert.store import (

@@ -1,0 +1,166 @@
+"""Safetensors directories for conversions: writing in Hugging Face's sharded layout, reading lazily.
+
+A directory holds either `model.safetensors`, or shards `model-0000k-of-0000n.safetensors` plus
+`model.safetensors.index.json` (`{"metadata": {"total_size": bytes}, "weight_map": {tensor: shard}}`), which is what
+`transformers`' `from_pretrained` and the released HAT checkpoints use. Reading keeps one tensor in memory at a
+time; writing keeps at most one shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from hat.convert.store import ConversionError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# transformers refuses safetensors files without this metadata ("format" must name a framework it knows).
+FILE_METADATA = {"format": "pt"}
+
+_SIZE_UNITS = {
+    "": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}  # fmt: skip
+
+
+def parse_size(text: str | int) -> int:
+    """`"5GB"` -> 5 * 10**9, `"500MiB"` -> 500 * 2**20, `"1000"` -> 1000 bytes (HF's `max_shard_size` units)."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise ConversionError(f"invalid size {text!r} (use e.g. 5GB, 500MB, 2GiB or a number of bytes)")
+    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size <= 0:
+        raise ConversionError(f"size must be positive, got {text!r}")
+    return size
+
+
+@contextmanager
+def staging_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yields a hidden sibling of `out_dir` to write into; renamed to `out_dir` when the block completes.
+
+    An existing `out_dir` is refused before anything is written; an error inside the block deletes the partial
+    directory, so nothing that looks complete is ever left behind.
+    """
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists():
+        raise ConversionError(f"output directory already exists: {out_dir} (choose a new path or delete it)")
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        if out_dir.exists():
+            raise ConversionError(f"output directory appeared while writing: {out_dir}")
+        partial.rename(out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+class ShardedWriter:
+    """Writes tensors in the order given into shards of at most `max_shard_bytes` (a larger tensor gets a shard of
+    its own, as in HF); `close()` names them and writes the index when there is more than one."""
+
+    def __init__(self, directory: Path, max_shard_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.max_shard_bytes = max_shard_bytes
+        self.pending: dict[str, np.ndarray] = {}
+        self.pending_bytes = 0
+        self.shards: list[tuple[Path, list[str]]] = []
+        self.total_bytes = 0
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        """Queues one tensor; writes the current shard first when `array` would overflow it."""
+        if self.pending and self.pending_bytes + array.nbytes > self.max_shard_bytes:
+            self._flush()
+        self.pending[name] = np.ascontiguousarray(array)
+        self.pending_bytes += array.nbytes
+        self.total_bytes += array.nbytes
+
+    def _flush(self) -> None:
+        path = self.directory / f".shard-{len(self.shards)}.safetensors"
+        save_file(self.pending, path, metadata=FILE_METADATA)
+        self.shards.append((path, list(self.pending)))
+        self.pending, self.pending_bytes = {}, 0
+
+    def close(self) -> list[Path]:
+        """Writes the last shard, gives the shards their final names (and the index); returns the files."""
+        if self.pending or not self.shards:
+            self._flush()
+        if len(self.shards) == 1:
+            final = self.directory / SINGLE_FILE
+            self.shards[0][0].rename(final)
+            return [final]
+        count = len(self.shards)
+        weight_map: dict[str, str] = {}
+        files = []
+        for index, (path, names) in enumerate(self.shards, start=1):
+            final = self.directory / f"model-{index:05d}-of-{count:05d}.safetensors"
+            path.rename(final)
+            files.append(final)
+            weight_map.update(dict.fromkeys(names, final.name))
+        index_json = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
+        (self.directory / INDEX_FILE).write_text(json.dumps(index_json, indent=2))
+        return files
+
+
+class SafetensorsDir:
+    """The tensors of a single-file or sharded safetensors directory, read one at a time as float32."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        index_path = self.directory / INDEX_FILE
+        if index_path.is_file():
+            try:
+                weight_map = json.loads(index_path.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ConversionError(f"{index_path}: not a safetensors index ({error})") from None
+            for shard in sorted(set(weight_map.values())):
+                if not (self.directory / shard).is_file():
+                    raise ConversionError(f"shard {shard} named in {index_path.name} is missing from {self.directory}")
+            self.files = {name: self.directory / shard for name, shard in weight_map.items()}
+        elif (self.directory / SINGLE_FILE).is_file():
+            path = self.directory / SINGLE_FILE
+            with safe_open(path, framework="numpy") as handle:
+                self.files = dict.fromkeys(handle.keys(), path)
+        else:
+            raise ConversionError(f"no {SINGLE_FILE} or {INDEX_FILE} in {self.directory}")
+        self._handles: dict[Path, object] = {}
+
+    def names(self) -> list[str]:
+        """Every tensor name in the directory."""
+        return list(self.files)
+
+    def _handle(self, name: str):
+        path = self.files[name]
+        if path not in self._handles:
+            # safe_open memory-maps the file: opening every shard once costs no memory until tensors are read.
+            self._handles[path] = safe_open(path, framework="numpy")
+        return self._handles[path]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The stored shape of `name`, read from the file header (no data read)."""
+        try:
+            return tuple(self._handle(name).get_slice(name).get_shape())
+        except Exception as error:  # safetensors raises its own error type for unknown names
+            raise ConversionError(f"tensor {name} is not in {self.files[name].name} ({error})") from None
+
+    def read(self, name: str) -> np.ndarray:
+        """Tensor `name` as float32 (bfloat16 and float16 files are widened exactly)."""
+        try:
+            array = self._handle(name).get_tensor(name)
+        except Exception as error:
+            raise ConversionError(f"cannot read tensor {name} from {self.files[name].name} ({error})") from None
+        return np.asarray(array, dtype=np.float32)
