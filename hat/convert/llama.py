@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from hat.config import Config, RopeScalingConfig, TransformerConfig
 from hat.convert.layout import HeadShape, llama_layer_names, to_hat
-from hat.convert.safetensors_dir import SafetensorsDir
+from hat.convert.safetensors_io import SafetensorsDir
 from hat.convert.store import ConversionError, ParamStoreWriter, flatten_params
 from hat.models import build_model
 
@@ -134,7 +134,7 @@ def _layer_tensors(
     shape = HeadShape(stack.num_heads, stack.num_kv_heads, stack.resolved_head_dim)
     for index in range(stack.num_layers):
         for hf_name, (hat_name, kind) in llama_layer_names().items():
-            yield f"{hat_prefix}{index}.{hat_name}", to_hat(kind, weights.get(f"{hf_prefix}{index}.{hf_name}"), shape)
+            yield f"{hat_prefix}{index}.{hat_name}", to_hat(kind, weights.read(f"{hf_prefix}{index}.{hf_name}"), shape)
 
 
 def _check_shapes(weights: SafetensorsDir, spec: LlamaSpec, with_head: bool) -> None:
@@ -204,10 +204,10 @@ def convert_llama(
             bar.update(4 * array.size)
 
         if to == "lm":
-            write("embedding_layer", weights.get("model.embed_tokens.weight"))
-            write("layer_norm.scale", weights.get("model.norm.weight"))
+            write("embedding_layer", weights.read("model.embed_tokens.weight"))
+            write("layer_norm.scale", weights.read("model.norm.weight"))
             if not spec.tie_embeddings:
-                write("lm_head", weights.get("lm_head.weight").T)
+                write("lm_head", weights.read("lm_head.weight").T)
             if (hf_dir / "tokenizer.json").is_file():
                 writer.add_file("tokenizer.json", hf_dir / "tokenizer.json")
         else:

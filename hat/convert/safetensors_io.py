@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, so safetensors can return bfloat16 tensors)
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -142,6 +143,9 @@ class SafetensorsDir:
     def names(self) -> list[str]:
         """Every tensor name in the directory."""
         return list(self.files)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.files
 
     def _handle(self, name: str):
         path = self.files[name]
