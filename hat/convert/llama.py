@@ -31,6 +31,8 @@ from hat.convert.store import ConversionError, ParamStoreWriter, flatten_params
 from hat.models import build_model
 
 SUPPORTED_MODEL_TYPES = ("llama",)
+# Large tensors are converted in blocks of about this many elements (64 MiB in float32).
+_BLOCK_ELEMENTS = 1 << 24
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,8 @@ class LlamaSpec:
     stack: TransformerConfig
     vocab_size: int
     tie_embeddings: bool
+    # bos/eos token ids of the source, kept in the store's manifest so an export writes them back.
+    special_ids: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _rope(hf: dict[str, Any], source: Path) -> tuple[float, RopeScalingConfig | None]:
@@ -99,7 +103,8 @@ def read_llama_config(hf_dir: str | Path) -> LlamaSpec:
             rope_scaling=scaling,
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         )
-        return LlamaSpec(stack, int(hf["vocab_size"]), bool(hf.get("tie_word_embeddings", False)))
+        special_ids = {key: hf.get(key) for key in ("bos_token_id", "eos_token_id") if key in hf}
+        return LlamaSpec(stack, int(hf["vocab_size"]), bool(hf.get("tie_word_embeddings", False)), special_ids)
     except KeyError as error:
         raise ConversionError(f"{source}: missing required field {error.args[0]!r}") from None
 
@@ -204,10 +209,16 @@ def convert_llama(
             bar.update(4 * array.size)
 
         if to == "lm":
-            write("embedding_layer", weights.read("model.embed_tokens.weight"))
+            # The vocabulary tables are the largest tensors (2 GB each in float32 for Llama 3 8B): stream them in
+            # blocks of rows, so that peak memory is one block.
+            vocab, dim = spec.vocab_size, spec.stack.hidden_size
+            rows = max(1, _BLOCK_ELEMENTS // dim)
+            embed_blocks = _row_blocks(weights, "model.embed_tokens.weight", vocab, rows, transpose=False)
+            writer.write_blocks("embedding_layer", (vocab, dim), (rows, dim), _counted(embed_blocks, bar))
             write("layer_norm.scale", weights.read("model.norm.weight"))
             if not spec.tie_embeddings:
-                write("lm_head", weights.read("lm_head.weight").T)
+                head_blocks = _row_blocks(weights, "lm_head.weight", vocab, rows, transpose=True)
+                writer.write_blocks("lm_head", (dim, vocab), (dim, rows), _counted(head_blocks, bar))
             if (hf_dir / "tokenizer.json").is_file():
                 writer.add_file("tokenizer.json", hf_dir / "tokenizer.json")
         else:
@@ -216,7 +227,25 @@ def convert_llama(
         for name, array in _layer_tensors(weights, "model.layers.", "backbone.layers.", spec.stack):
             write(name, array)
         bar.close()
-        return writer.finalize({"source": str(hf_dir.resolve()), "converted_to": to})
+        extra = {"source": str(hf_dir.resolve()), "converted_to": to}
+        return writer.finalize(extra | (spec.special_ids if to == "lm" else {}))
+
+
+def _row_blocks(
+    weights: SafetensorsDir, name: str, total: int, rows: int, transpose: bool
+) -> Iterator[tuple[tuple, np.ndarray]]:
+    """Blocks of `rows` rows of a (total x width) tensor with their target index; transposed: as column blocks of
+    its (width x total) transpose (PyTorch `out x in` -> hat `in x out`)."""
+    for start in range(0, total, rows):
+        stop = min(start + rows, total)
+        block = weights.read_rows(name, start, stop)
+        yield ((slice(None), slice(start, stop)), block.T) if transpose else ((slice(start, stop),), block)
+
+
+def _counted(blocks: Iterator[tuple[tuple, np.ndarray]], bar: tqdm) -> Iterator[tuple[tuple, np.ndarray]]:
+    for index, block in blocks:
+        yield index, block
+        bar.update(4 * block.size)
 
 
 def _fresh_hat_parts(config: Config) -> Iterator[tuple[str, np.ndarray]]:

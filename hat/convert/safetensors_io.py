@@ -161,6 +161,14 @@ class SafetensorsDir:
         except Exception as error:  # safetensors raises its own error type for unknown names
             raise ConversionError(f"tensor {name} is not in {self.files[name].name} ({error})") from None
 
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` of tensor `name` as float32, reading only their bytes."""
+        try:
+            array = self._handle(name).get_slice(name)[start:stop]
+        except Exception as error:
+            raise ConversionError(f"cannot read tensor {name} from {self.files[name].name} ({error})") from None
+        return np.asarray(array, dtype=np.float32)
+
     def read(self, name: str) -> np.ndarray:
         """Tensor `name` as float32 (bfloat16 and float16 files are widened exactly)."""
         try:

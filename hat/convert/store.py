@@ -127,6 +127,23 @@ class ParamStoreWriter:
         write_array(self.partial_dir / "params" / name, np.asarray(array, np.float32))
         self.written[name] = tuple(array.shape)
 
+    def write_blocks(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        block_shape: tuple[int, ...],
+        blocks: Iterator[tuple[tuple, np.ndarray]],
+    ) -> None:
+        """Stores parameter `name` from `(index, block)` pieces (`index` a tuple of slices), so a tensor larger than
+        memory allows is written a piece at a time; `block_shape` is the array's chunk shape (pieces aligned to it
+        are written without reading anything back)."""
+        if name not in self.expected or name in self.written or tuple(shape) != self.expected[name]:
+            raise ConversionError(f"parameter {name!r} with shape {tuple(shape)} does not fit the configured model")
+        store = _create(self.partial_dir / "params" / name, list(shape), list(block_shape))
+        for index, block in blocks:
+            store[index].write(np.asarray(block, np.float32)).result()
+        self.written[name] = tuple(shape)
+
     def add_file(self, name: str, source: Path) -> None:
         """Copies a side file (e.g. `tokenizer.json`) into the store when it is finalized."""
         self.extra_files[name] = Path(source)
@@ -163,11 +180,13 @@ def write_array(path: Path, array: np.ndarray) -> None:
     shape = list(array.shape)
     row = math.prod(shape[1:]) or 1
     chunk = [max(1, min(shape[0], _CHUNK_ELEMENTS // row)), *shape[1:]]
+    _create(path, shape, chunk).write(array).result()
+
+
+def _create(path: Path, shape: list[int], chunk: list[int]) -> ts.TensorStore:
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
-    store = ts.open(
-        spec, create=True, dtype=ts.float32, shape=shape, chunk_layout=ts.ChunkLayout(chunk_shape=chunk)
-    ).result()
-    store.write(array).result()
+    layout = ts.ChunkLayout(chunk_shape=chunk)
+    return ts.open(spec, create=True, dtype=ts.float32, shape=shape, chunk_layout=layout).result()
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
