@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", choices=["lm", "hat"], default="lm", help="flat token LM, or HAT around the blocks")
     parser.add_argument("--config", help="--to hat: HAT run config giving encoder/pooling/decoder sizes and seed")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides of --config")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     from hat.config import ConfigError, load_config
     from hat.convert.llama import ConversionError, convert_llama, read_llama_config

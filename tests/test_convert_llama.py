@@ -1,6 +1,7 @@
 """Hugging Face Llama -> hat: tiny random checkpoints saved by transformers itself give the same logits in hat."""
 
 import json
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -164,3 +165,29 @@ def test_convert_script(tmp_path, capsys):
     assert script.main([str(tmp_path / "hf"), str(tmp_path / "lm")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: output directory already exists") and "\n" not in err
+
+
+def test_recipe_stages_run_through_train_py(tmp_path, capsys):
+    """convert --to hat, then stage 1 (frozen backbone) and stage 2 (lower backbone rate) through train.py."""
+    save_llama(tmp_path / "hf", hidden_size=64, num_attention_heads=2, num_key_value_heads=1, rope_scaling=LLAMA3_ROPE)
+    assert load_script("convert_llama").main(
+        [str(tmp_path / "hf"), str(tmp_path / "store"), "--to", "hat", *TINY_HAT]
+    ) == 0  # fmt: skip
+    backbone = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("model.")]
+    corpus = "data.corpus=['" + str(Path(json.__file__).parent) + "']"
+    common = [corpus, *TINY_HAT, *backbone, "data.seq_bytes=256", "data.max_words=96", "data.eval_fraction=0.2",
+              "train.batch_size=4", "train.steps=2", "train.eval_every=2", "train.eval_sequences=4",
+              "train.peak_flops_per_device=1e9"]  # fmt: skip
+    train = load_script("train").main
+    stage1 = [f"workdir={tmp_path / 's1'}", *common, f"train.init_from={tmp_path / 'store'}", "train.freeze=[backbone]"]
+    assert train(stage1) == 0
+    stage2 = [f"workdir={tmp_path / 's2'}", *common, f"train.init_from={tmp_path / 's1'}",
+              "train.lr_scale={backbone: 0.1}"]  # fmt: skip
+    assert train(stage2) == 0
+    store = load_model(tmp_path / "store").model
+    after1, after2 = load_model(tmp_path / "s1").model, load_model(tmp_path / "s2").model
+    kernel = lambda m: np.asarray(m.backbone.layers[0].mlp.up_proj[...])  # noqa: E731
+    assert np.array_equal(kernel(store), kernel(after1))  # stage 1 leaves the pretrained blocks alone
+    assert not np.array_equal(kernel(after1), kernel(after2))  # stage 2 trains them
+    encoder = lambda m: np.asarray(m.encoder.embedding_layer[...])  # noqa: E731
+    assert not np.array_equal(encoder(store), encoder(after1))
