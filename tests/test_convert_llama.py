@@ -191,3 +191,34 @@ def test_recipe_stages_run_through_train_py(tmp_path, capsys):
     assert not np.array_equal(kernel(after1), kernel(after2))  # stage 2 trains them
     encoder = lambda m: np.asarray(m.encoder.embedding_layer[...])  # noqa: E731
     assert not np.array_equal(encoder(store), encoder(after1))
+
+
+def test_bpe_lm_export_then_import_keeps_exact_byte_probabilities(tmp_path):
+    """hat BPE LM -> HF Llama layout (with tokenizer.json) -> convert --to lm: the same byte-level model."""
+    from flax import nnx
+
+    from hat.byteprob.bytelevel import load_byte_model, text_bits
+    from hat.convert.export import export_checkpoint
+    from hat.convert.store import ParamStoreWriter, flatten_params
+    from hat.models import build_model
+    from hat.text.bpe import train_tokenizer
+
+    texts = [path.read_bytes() for path in sorted(Path(json.__file__).parent.glob("*.py"))]
+    train_tokenizer(texts, 300).save(tmp_path / "tokenizer.json")
+    config = load_config(None, [
+        "model.kind=token_lm", "model.vocab_size=300", "data.format=bpe", "data.bpe.vocab_size=300",
+        "model.backbone.num_layers=2", "model.backbone.hidden_size=32", "model.backbone.num_heads=2",
+        "model.backbone.num_kv_heads=1", "model.backbone.mlp_hidden_size=64",
+    ])  # fmt: skip
+    model = build_model(config.model, rngs=nnx.Rngs(3))
+    with ParamStoreWriter(tmp_path / "lm", config) as writer:
+        for name, value in flatten_params(nnx.state(model, nnx.Param)).items():
+            writer.write(name, np.asarray(value))
+        writer.add_file("tokenizer.json", tmp_path / "tokenizer.json")
+        writer.finalize()
+    export_checkpoint(tmp_path / "lm", tmp_path / "hf")
+    convert_llama(tmp_path / "hf", tmp_path / "back", to="lm")
+    data = "def f(x):\n    return x + 1  # é\n".encode()
+    before = text_bits(load_byte_model(tmp_path / "lm").text_logprobs(data), data)
+    after = text_bits(load_byte_model(tmp_path / "back").text_logprobs(data), data)
+    assert after == pytest.approx(before, rel=1e-5)
