@@ -13,14 +13,13 @@ the curves against training time is written beside the JSON. A control arm runs 
 
 `memory`: writes a synthetic checkpoint with Llama 3.2 1B's shapes (1.24B parameters, bfloat16, sharded) and
 converts it (`--to lm`, which reads every tensor) in a child process, reporting that process's peak resident memory
-against the checkpoint's size on disk.
+(VmHWM) against the checkpoint's size on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -113,7 +112,7 @@ def _plot(results: dict, path: Path, budget: float) -> None:
         ax.plot(seconds, bpb, marker="o", label=f"{name} ({result['steps']} steps)")
     ax.set_xlabel("training seconds (2 CPU cores)")
     ax.set_ylabel("held-out bits/byte")
-    ax.set_title(f"HAT from a converted BPE LM (stage 1) vs scratch, {budget:.0f} s each")
+    ax.set_title(f"Stage 1 from a converted BPE LM vs scratch ({budget:.0f} s each)", fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -150,13 +149,19 @@ def write_synthetic_llama(directory: Path, seed: int = 0) -> int:
 
 
 _CHILD = """
-import sys, time, resource
+import sys, time
 sys.path.insert(0, {repo!r})
 from hat.convert.llama import convert_llama
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def high_water_bytes():
+    # VmHWM: this process image's peak resident set (ru_maxrss would carry the parent's peak across fork + exec).
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+baseline = high_water_bytes()
 t0 = time.perf_counter()
 convert_llama({src!r}, {dst!r}, to="lm")
-print("RESULT", baseline, time.perf_counter() - t0)
+print("RESULT", baseline, high_water_bytes(), time.perf_counter() - t0)
 """
 
 
@@ -169,14 +174,14 @@ def run_memory(args: argparse.Namespace) -> dict:
     disk = sum(p.stat().st_size for p in source.glob("*.safetensors"))
     child = _CHILD.format(repo=str(REPO), src=str(source), dst=str(target))
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
-    baseline_kb, seconds = proc.stdout.split("RESULT")[1].split()
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    baseline, peak, seconds = proc.stdout.split("RESULT")[1].split()
+    peak = int(peak)
     store = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     report = {
         "params": params,
         "checkpoint_bytes_on_disk": disk,
         "peak_rss_bytes": peak,
-        "rss_after_imports_bytes": int(baseline_kb) * 1024,
+        "rss_after_imports_bytes": int(baseline),
         "peak_over_disk": peak / disk,
         "convert_seconds": float(seconds),
         "store_bytes": store,

@@ -155,6 +155,9 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path):
     shard = sorted(hf.glob("*.safetensors"))[1]
     shard.rename(shard.with_suffix(".bak"))
     _assert_one_line_error(convert, f"shard {shard.name} named in .* is missing", tmp_path)
+    shard.with_suffix(".bak").rename(shard)
+    shard.write_bytes(shard.read_bytes()[:-100])  # a download cut short
+    _assert_one_line_error(convert, f"{shard.name} is truncated", tmp_path)
 
 
 def test_convert_script(tmp_path, capsys):

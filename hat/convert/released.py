@@ -28,6 +28,7 @@ from hat.config import EOT_BYTE, Config, ModelConfig, PoolingConfig, RopeScaling
 from hat.convert.layout import HeadShape, llama_layer_names, to_hat, to_torch
 from hat.convert.safetensors_io import SafetensorsDir
 from hat.convert.store import ConversionError, ParamStoreWriter, model_param_shapes
+from hat.models.hat import pooling_head_dim
 
 MODEL_TYPE = "hierarchical_autoregressive_transformer"
 ARCHITECTURES = ["HATDecoderForCausalLM"]
@@ -53,8 +54,7 @@ def _heads(cfg: TransformerConfig) -> HeadShape:
 
 
 def _cross_heads(cfg: ModelConfig) -> HeadShape:
-    head_dim = cfg.pooling.head_dim or cfg.encoder.hidden_size // cfg.pooling.num_heads
-    return HeadShape(cfg.pooling.num_heads, cfg.pooling.num_kv_heads, head_dim)
+    return HeadShape(cfg.pooling.num_heads, cfg.pooling.num_kv_heads, pooling_head_dim(cfg))
 
 
 def _llama_rows(hat_prefix: str, released_prefix: str, cfg: TransformerConfig) -> list[Row]:

@@ -12,13 +12,13 @@ import json
 import os
 import re
 import shutil
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, so safetensors can return bfloat16 tensors)
+import ml_dtypes
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from hat.convert.store import ConversionError
@@ -117,6 +117,61 @@ class ShardedWriter:
         return files
 
 
+# Dtypes a checkpoint's tensors may have (all widened to float32 on reading).
+_DTYPES = {
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+}
+
+
+class SafetensorsFile:
+    """One `.safetensors` file: its header (a little-endian u64 length, then JSON `{name: {dtype, shape,
+    data_offsets}}`), and tensors read with plain file reads.
+
+    The safetensors library reads through a memory map, whose touched pages stay in the process's resident set
+    until the map is closed: converting a whole checkpoint would show its full size as resident memory. Reading
+    each tensor (or block of rows) into a fresh array keeps the resident set at the tensor being converted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            header_len = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else -1
+            if not 0 < header_len <= size - 8:
+                raise ConversionError(f"{path} is not a safetensors file (bad header length)")
+            try:
+                header = json.loads(handle.read(header_len))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ConversionError(f"{path} is not a safetensors file (unreadable header)") from None
+        header.pop("__metadata__", None)
+        self.data_start = 8 + header_len
+        self.entries: dict[str, dict] = header
+        end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+        if self.data_start + end > size:
+            raise ConversionError(f"{path} is truncated: its header needs {self.data_start + end} bytes, it has {size}")
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The stored shape of tensor `name`."""
+        return tuple(self.entries[name]["shape"])
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` (first axis) of tensor `name` in its stored dtype, reading only their bytes."""
+        entry = self.entries[name]
+        dtype = _DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise ConversionError(f"{self.path.name}: tensor {name} has unsupported dtype {entry['dtype']}")
+        shape = entry["shape"] or [1]
+        row_items = int(np.prod(shape[1:], dtype=np.int64))
+        with self.path.open("rb") as handle:
+            handle.seek(self.data_start + entry["data_offsets"][0] + start * row_items * dtype.itemsize)
+            values = np.fromfile(handle, dtype=dtype, count=(stop - start) * row_items)
+        return values.reshape(stop - start, *shape[1:]) if entry["shape"] else values.reshape(())
+
+
 class SafetensorsDir:
     """The tensors of a single-file or sharded safetensors directory, read one at a time as float32."""
 
@@ -131,14 +186,13 @@ class SafetensorsDir:
             for shard in sorted(set(weight_map.values())):
                 if not (self.directory / shard).is_file():
                     raise ConversionError(f"shard {shard} named in {index_path.name} is missing from {self.directory}")
-            self.files = {name: self.directory / shard for name, shard in weight_map.items()}
+            shards = {shard: SafetensorsFile(self.directory / shard) for shard in sorted(set(weight_map.values()))}
+            self.files = {name: shards[shard] for name, shard in weight_map.items()}
         elif (self.directory / SINGLE_FILE).is_file():
-            path = self.directory / SINGLE_FILE
-            with safe_open(path, framework="numpy") as handle:
-                self.files = dict.fromkeys(handle.keys(), path)
+            single = SafetensorsFile(self.directory / SINGLE_FILE)
+            self.files = dict.fromkeys(single.entries, single)
         else:
             raise ConversionError(f"no {SINGLE_FILE} or {INDEX_FILE} in {self.directory}")
-        self._handles: dict[Path, object] = {}
 
     def names(self) -> list[str]:
         """Every tensor name in the directory."""
@@ -147,32 +201,22 @@ class SafetensorsDir:
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
-    def _handle(self, name: str):
-        path = self.files[name]
-        if path not in self._handles:
-            # safe_open memory-maps the file: opening every shard once costs no memory until tensors are read.
-            self._handles[path] = safe_open(path, framework="numpy")
-        return self._handles[path]
+    def _file(self, name: str) -> SafetensorsFile:
+        file = self.files.get(name)
+        if file is None or name not in file.entries:
+            where = file.path.name if file else self.directory
+            raise ConversionError(f"tensor {name} is not in {where}")
+        return file
 
     def shape(self, name: str) -> tuple[int, ...]:
-        """The stored shape of `name`, read from the file header (no data read)."""
-        try:
-            return tuple(self._handle(name).get_slice(name).get_shape())
-        except Exception as error:  # safetensors raises its own error type for unknown names
-            raise ConversionError(f"tensor {name} is not in {self.files[name].name} ({error})") from None
+        """The stored shape of `name`, from the file header (no data read)."""
+        return self._file(name).shape(name)
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows `start:stop` of tensor `name` as float32, reading only their bytes."""
-        try:
-            array = self._handle(name).get_slice(name)[start:stop]
-        except Exception as error:
-            raise ConversionError(f"cannot read tensor {name} from {self.files[name].name} ({error})") from None
-        return np.asarray(array, dtype=np.float32)
+        return self._file(name).read_rows(name, start, stop).astype(np.float32)
 
     def read(self, name: str) -> np.ndarray:
         """Tensor `name` as float32 (bfloat16 and float16 files are widened exactly)."""
-        try:
-            array = self._handle(name).get_tensor(name)
-        except Exception as error:
-            raise ConversionError(f"cannot read tensor {name} from {self.files[name].name} ({error})") from None
-        return np.asarray(array, dtype=np.float32)
+        shape = self.shape(name)
+        return self._file(name).read_rows(name, 0, shape[0] if shape else 1).astype(np.float32).reshape(shape)
