@@ -25,8 +25,8 @@ from flax import nnx
 from hat.config import EOT_BYTE, Config
 from hat.convert.layout import llama_layer_names, to_torch
 from hat.convert.released import hat_to_released, released_config_json, released_fillers, released_rows
-from hat.convert.safetensors_io import ShardedWriter, parse_size, staging_dir
-from hat.convert.store import ConversionError, flatten_params, is_param_store, read_manifest
+from hat.convert.safetensors_io import ShardedWriter, parse_size
+from hat.convert.store import ConversionError, flatten_params, is_param_store, read_manifest, staging_dir
 from hat.inference import load_model
 from hat.text.bpe import EOT_ID
 

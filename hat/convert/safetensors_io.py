@@ -9,12 +9,8 @@ time; writing keeps at most one shard.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import ml_dtypes
@@ -46,28 +42,6 @@ def parse_size(text: str | int) -> int:
     if size <= 0:
         raise ConversionError(f"size must be positive, got {text!r}")
     return size
-
-
-@contextmanager
-def staging_dir(out_dir: str | Path) -> Iterator[Path]:
-    """Yields a hidden sibling of `out_dir` to write into; renamed to `out_dir` when the block completes.
-
-    An existing `out_dir` is refused before anything is written; an error inside the block deletes the partial
-    directory, so nothing that looks complete is ever left behind.
-    """
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists():
-        raise ConversionError(f"output directory already exists: {out_dir} (choose a new path or delete it)")
-    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-        if out_dir.exists():
-            raise ConversionError(f"output directory appeared while writing: {out_dir}")
-        partial.rename(out_dir)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 class ShardedWriter:

@@ -16,12 +16,14 @@ conversion never leaves a directory that looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,28 @@ def unflatten_params(flat: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
+@contextmanager
+def staging_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yields a hidden sibling of `out_dir` to write into; renamed to `out_dir` when the block completes.
+
+    An existing `out_dir` is refused before anything is written; an error inside the block deletes the partial
+    directory, so nothing that looks complete is ever left behind.
+    """
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists():
+        raise ConversionError(f"output directory already exists: {out_dir} (choose a new path or delete it)")
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        if out_dir.exists():
+            raise ConversionError(f"output directory appeared while writing: {out_dir}")
+        partial.rename(out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 class ParamStoreWriter:
     """Writes a store one tensor at a time; `finalize()` checks that every parameter arrived, then publishes it.
 
@@ -101,18 +125,21 @@ class ParamStoreWriter:
         self.config = config
         self.expected = model_param_shapes(config, scan_layers=False)
         self.written: dict[str, tuple[int, ...]] = {}
-        self.partial_dir = self.out_dir.parent / f".{self.out_dir.name}.partial-{os.getpid()}"
+        self.partial_dir = Path()
+        self._staging = contextlib.ExitStack()
         self.extra_files: dict[str, Path] = {}
         self._done = False
 
     def __enter__(self) -> ParamStoreWriter:
-        shutil.rmtree(self.partial_dir, ignore_errors=True)
-        (self.partial_dir / "params").mkdir(parents=True)
+        self.partial_dir = self._staging.enter_context(staging_dir(self.out_dir))
+        (self.partial_dir / "params").mkdir()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         if not self._done:
-            shutil.rmtree(self.partial_dir, ignore_errors=True)
+            # An error, or no finalize(): the store is incomplete, so the staging directory is deleted, not published.
+            unfinished = exc_info if exc_info[0] else (ConversionError, ConversionError("not finalized"), None)
+            self._staging.__exit__(*unfinished)
 
     def write(self, name: str, array: np.ndarray) -> None:
         """Stores parameter `name` (float32); its shape must be the model's."""
@@ -166,9 +193,7 @@ class ParamStoreWriter:
             **(extra_meta or {}),
         }
         (self.partial_dir / STORE_FILE).write_text(json.dumps(manifest, indent=1))
-        if self.out_dir.exists():
-            raise ConversionError(f"output directory appeared while converting: {self.out_dir}")
-        self.partial_dir.rename(self.out_dir)
+        self._staging.close()  # renames the partial directory into place
         self._done = True
         return self.out_dir
 
@@ -221,7 +246,7 @@ def read_param_store(path: str | Path, abstract_params: nnx.State) -> nnx.State:
 
     Leaves of `abstract_params` may be `jax.ShapeDtypeStruct`s with shardings (restore onto a mesh) or arrays
     (placed on the default device). A scanned backbone reads its stacked leaves from the per-layer arrays.
-    Each process reads only the pieces its devices hold.
+    Each process reads only the pieces its devices hold. `abstract_params` is filled in place and returned.
     """
     path = Path(path)
     stored = {name: tuple(shape) for name, shape in read_manifest(path)["params"].items()}
