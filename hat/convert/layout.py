@@ -75,7 +75,14 @@ LLAMA_LAYER_QK_NORM = {
 
 
 def to_hat(kind: str, weight: np.ndarray, shape: HeadShape) -> np.ndarray:
-    """One PyTorch-layout tensor -> its hat layout."""
+    """One PyTorch-layout tensor -> its hat layout (attention projections must match `shape`'s geometry)."""
+    if kind in ("q", "kv", "o"):
+        heads = shape.kv_heads if kind == "kv" else shape.heads
+        inner = weight.shape[1] if kind == "o" else weight.shape[0]
+        if inner != heads * shape.head_dim:
+            raise ValueError(
+                f"{kind} projection of shape {tuple(weight.shape)} does not hold {heads} heads x {shape.head_dim}"
+            )
     if kind == "q":
         return linear_to_in_proj(weight, shape.heads)
     if kind == "kv":
