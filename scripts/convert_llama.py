@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = read_llama_config(args.hf_dir)
     except (ConversionError, ConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(f"wrote {out} ({args.to}); backbone settings for a matching config:")
     for line in backbone_overrides(spec.stack):
         print(f"  {line}")

@@ -165,7 +165,7 @@ def test_convert_script(tmp_path, capsys):
     script = load_script("convert_llama")
     assert script.main([str(tmp_path / "hf"), str(tmp_path / "lm"), "--to", "lm"]) == 0
     assert "model.backbone.num_kv_heads=2" in capsys.readouterr().out
-    assert script.main([str(tmp_path / "hf"), str(tmp_path / "lm")]) == 1
+    assert script.main([str(tmp_path / "hf"), str(tmp_path / "lm")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: output directory already exists") and "\n" not in err
 
