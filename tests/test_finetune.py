@@ -87,3 +87,13 @@ def test_init_from_checkpoint_then_store_and_errors(tmp_path):
             third = [f"workdir={tmp_path / 'third'}", *TINY, "train.steps=1", f"train.init_from={source}"]
             run(load_config(None, third))
         assert "\n" not in str(info.value)
+
+
+def test_frozen_stack_counts_one_backward_pass_in_model_flops():
+    from hat.train.loop import step_flops
+
+    full = step_flops(load_config(None, TINY_HAT))
+    frozen = step_flops(load_config(None, [*TINY_HAT, "train.freeze=[backbone]"]))
+    no_backbone = step_flops(load_config(None, [*TINY_HAT, "model.backbone.num_layers=0"]))
+    # 3x forward for the trained parts, 2x for the frozen backbone (activation gradients, no weight gradients).
+    assert frozen == pytest.approx(no_backbone + (full - no_backbone) * 2 / 3, rel=1e-9)

@@ -7,6 +7,7 @@ every process runs this loop, reads its own rows of each global batch, and the j
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -219,14 +220,24 @@ def sequence_length(config: Config) -> int:
 
 
 def step_flops(config: Config) -> float:
-    """Model FLOPs of one training step (forward + backward = 3x forward) at the configured shapes."""
+    """Model FLOPs of one training step (forward + backward = 3x forward) at the configured shapes.
+
+    A frozen layer stack (`train.freeze`) has no weight gradients: its backward pass is one forward's worth
+    (activation gradients only), so it counts 2x forward instead of 3x.
+    """
     data, length = config.data, sequence_length(config)
-    if config.model.kind == "hat":
-        # The backbone runs every word slot, used or not, so the step costs max_words slots per sequence.
-        per_unit = flops_per_byte(config.model, length, length / data.max_words)
-    else:
-        per_unit = flops_per_byte(config.model, length, 1.0)
-    return 3.0 * per_unit * length * config.train.batch_size
+    # The HAT backbone runs every word slot, used or not, so the step costs max_words slots per sequence.
+    bytes_per_unit = length / data.max_words if config.model.kind == "hat" else 1.0
+
+    def forward(model: Any) -> float:
+        return flops_per_byte(model, length, bytes_per_unit)
+
+    frozen = 0.0
+    for part in set(config.train.freeze) & {"encoder", "backbone", "decoder"}:
+        stack = getattr(config.model, part)
+        without = dataclasses.replace(config.model, **{part: dataclasses.replace(stack, num_layers=0)})
+        frozen += forward(config.model) - forward(without)
+    return (3.0 * forward(config.model) - frozen) * length * config.train.batch_size
 
 
 def train(config: Config) -> dict[str, float]:
