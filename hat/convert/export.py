@@ -6,7 +6,8 @@
 
 Only parameters are written (never optimizer state), in float32 or bfloat16, sharded like HF's `save_pretrained`
 when larger than `max_shard_size`. The directory appears only when complete (written under a hidden name, then
-renamed). A `tokenizer.json` that belongs to the checkpoint is copied beside the weights.
+renamed). A `tokenizer.json` that belongs to the checkpoint is copied beside the weights. A parameter store is
+exported tensor by tensor (memory: one output shard); a training checkpoint is restored whole first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ from hat.config import EOT_BYTE, Config
 from hat.convert.layout import llama_layer_names, to_torch
 from hat.convert.released import hat_to_released, released_config_json, released_fillers, released_rows
 from hat.convert.safetensors_io import ShardedWriter, parse_size
-from hat.convert.store import ConversionError, flatten_params, is_param_store, read_manifest, staging_dir
+from hat.convert.store import (
+    ConversionError,
+    StoreTensors,
+    flatten_params,
+    is_param_store,
+    load_store_config,
+    read_manifest,
+    staging_dir,
+)
 from hat.inference import load_model
 from hat.text.bpe import EOT_ID
 
@@ -80,7 +89,7 @@ def hf_llama_config(config: Config, torch_dtype: str, special_ids: dict[str, int
     }
 
 
-def hf_llama_tensors(config: Config, flat: dict[str, Any]) -> Iterator[tuple[str, np.ndarray]]:
+def hf_llama_tensors(config: Config, flat: Mapping[str, Any]) -> Iterator[tuple[str, np.ndarray]]:
     """`(HF name, float32 array in PyTorch layout)` for every parameter of a flat model (per-layer names)."""
     stack = config.model.backbone
     yield "model.embed_tokens.weight", np.asarray(flat["embedding_layer"], np.float32)
@@ -93,7 +102,7 @@ def hf_llama_tensors(config: Config, flat: dict[str, Any]) -> Iterator[tuple[str
         yield "lm_head.weight", to_torch("dense", np.asarray(flat["lm_head"], np.float32))
 
 
-def released_tensors(config: Config, flat: dict[str, Any]) -> Iterator[tuple[str, np.ndarray]]:
+def released_tensors(config: Config, flat: Mapping[str, Any]) -> Iterator[tuple[str, np.ndarray]]:
     """`(released name, float32 array)` for a HAT model, including the released-only tensors (constants)."""
     for row in released_rows(config.model):
         yield row.released, hat_to_released(row, np.asarray(flat[row.hat], np.float32))
@@ -146,17 +155,21 @@ def export_checkpoint(
     if dtype not in DTYPES:
         raise ConversionError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     max_bytes = parse_size(max_shard_size)
-    loaded = load_model(checkpoint, scan_layers=False)  # per-layer names, whatever the training layout
-    config = loaded.config
+    if is_param_store(checkpoint):
+        # Streamed: each tensor is read from the store when its turn comes (at most one shard is in memory).
+        config, source = load_store_config(checkpoint), Path(checkpoint).resolve()
+        flat: Mapping[str, Any] = StoreTensors(checkpoint)
+    else:
+        loaded = load_model(checkpoint, scan_layers=False)  # per-layer names, whatever the training layout
+        config, source = loaded.config, Path(loaded.path)
+        flat = flatten_params(nnx.state(loaded.model, nnx.Param))
     fmt = resolve_format(config.model.kind, fmt)
-    source = Path(loaded.path)
     if fmt == "hf":
         config_json = hf_llama_config(config, dtype, _special_ids(config, Path(checkpoint)))
         tensors = hf_llama_tensors
     else:
         config_json = released_config_json(config, dtype)
         tensors = released_tensors
-    flat = flatten_params(nnx.state(loaded.model, nnx.Param))
     tokenizer = find_tokenizer(config, source)
     with staging_dir(out_dir) as partial:
         writer = ShardedWriter(partial, max_bytes)

@@ -22,7 +22,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -236,9 +236,26 @@ def _open(path: Path) -> ts.TensorStore:
 
 def iter_store(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
     """Yields `(name, float32 array)` one parameter at a time (per-layer names)."""
-    manifest = read_manifest(path)
-    for name, shape in manifest["params"].items():
-        yield name, _open(Path(path) / "params" / name).read().result().reshape(shape)
+    yield from StoreTensors(path).items()
+
+
+class StoreTensors(Mapping):
+    """A store's parameters as a read-on-access mapping `{per-layer name: float32 array}` (nothing held)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.shapes = {name: tuple(shape) for name, shape in read_manifest(path)["params"].items()}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.shapes:
+            raise KeyError(name)
+        return np.asarray(_open(self.path / "params" / name).read().result(), np.float32)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
 
 
 def read_param_store(path: str | Path, abstract_params: nnx.State) -> nnx.State:
