@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from hat.models import HAT, FlatLM
 from hat.models.cache import KVCache, layer_extend, layer_prefill
-from hat.models.layers import apply_rope, cast
+from hat.models.layers import cast
 
 
 @jax.tree_util.register_dataclass
@@ -155,17 +155,9 @@ def _pool_open_word(model: HAT, state: HATState, end_B: jax.Array) -> jax.Array:
     inside_BxM = positions_BxM < end_B[:, None]
     enc_BxMxE = jnp.take_along_axis(state.recent_BxMxE, (positions_BxM % slots)[..., None], axis=1)
     query_D = model.encoder_connector.latent_query[...]
-    q_NxH = jnp.einsum("d,dnh->nh", query_D.astype(pool.dtype), cast(pool.q_proj, pool.dtype))
-    k_BxMxKxH = jnp.einsum("btd,dkh->btkh", enc_BxMxE, cast(pool.k_proj, pool.dtype))
-    v_BxMxKxH = jnp.einsum("btd,dkh->btkh", enc_BxMxE, cast(pool.v_proj, pool.dtype))
-    if pool.norm_query is not None:
-        q_NxH, k_BxMxKxH = pool.norm_query(q_NxH), pool.norm_key(k_BxMxKxH)
-    heads, head_dim = q_NxH.shape
+    q_Bx1xNxH, k_BxMxKxH, v_BxMxKxH = pool.project(query_D, enc_BxMxE, state.word_index_B[:, None], positions_BxM)
+    batch, _, heads, head_dim = q_Bx1xNxH.shape
     kv_heads = pool.num_kv_heads
-    batch = enc_BxMxE.shape[0]
-    q_Bx1xNxH = jnp.broadcast_to(q_NxH, (batch, 1, heads, head_dim))
-    q_Bx1xNxH = apply_rope(q_Bx1xNxH, state.word_index_B[:, None], pool.rope_theta, pool.rope_scaling)
-    k_BxMxKxH = apply_rope(k_BxMxKxH, positions_BxM, pool.rope_theta, pool.rope_scaling)
     q_BxKxGxH = q_Bx1xNxH.reshape(batch, kv_heads, heads // kv_heads, head_dim)
     scores_BxKxGxM = jnp.einsum(
         "bkgh,bmkh->bkgm", q_BxKxGxH, k_BxMxKxH, preferred_element_type=jnp.float32

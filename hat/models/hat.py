@@ -100,20 +100,29 @@ class PoolingAttention(nnx.Module):
         else:
             self.norm_query = self.norm_key = None
 
-    def __call__(
-        self, query_D: jax.Array, enc_BxTxE: jax.Array, word_ids_BxT: jax.Array, num_words: int
-    ) -> jax.Array:
-        batch, length, _ = enc_BxTxE.shape
-        kv_heads = self.num_kv_heads
+    def project(
+        self, query_D: jax.Array, enc_BxTxE: jax.Array, query_positions_BxS: jax.Array, key_positions_BxT: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Rotated queries (B x S x N x H: the one query at each of S positions), rotated keys and values
+        (B x T x K x H) of the encoder states; shared by training (`__call__`) and cached pooling (`hat.decoding`)."""
+        batch, num_queries = query_positions_BxS.shape
         q_NxH = jnp.einsum("d,dnh->nh", query_D.astype(self.dtype), cast(self.q_proj, self.dtype))
         k_BxTxKxH = jnp.einsum("btd,dkh->btkh", enc_BxTxE, cast(self.k_proj, self.dtype))
         v_BxTxKxH = jnp.einsum("btd,dkh->btkh", enc_BxTxE, cast(self.v_proj, self.dtype))
         if self.norm_query is not None:
             q_NxH, k_BxTxKxH = self.norm_query(q_NxH), self.norm_key(k_BxTxKxH)
-        heads, head_dim = q_NxH.shape
-        q_BxTxNxH = jnp.broadcast_to(q_NxH, (batch, length, heads, head_dim))
-        q_BxTxNxH = apply_rope(q_BxTxNxH, word_ids_BxT, self.rope_theta, self.rope_scaling)
-        k_BxTxKxH = apply_rope(k_BxTxKxH, _positions(length), self.rope_theta, self.rope_scaling)
+        q_BxSxNxH = jnp.broadcast_to(q_NxH, (batch, num_queries, *q_NxH.shape))
+        q_BxSxNxH = apply_rope(q_BxSxNxH, query_positions_BxS, self.rope_theta, self.rope_scaling)
+        k_BxTxKxH = apply_rope(k_BxTxKxH, key_positions_BxT, self.rope_theta, self.rope_scaling)
+        return q_BxSxNxH, k_BxTxKxH, v_BxTxKxH
+
+    def __call__(
+        self, query_D: jax.Array, enc_BxTxE: jax.Array, word_ids_BxT: jax.Array, num_words: int
+    ) -> jax.Array:
+        batch, length, _ = enc_BxTxE.shape
+        kv_heads = self.num_kv_heads
+        q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.project(query_D, enc_BxTxE, word_ids_BxT, _positions(length))
+        heads, head_dim = q_BxTxNxH.shape[2:]
         q_BxTxKxGxH = q_BxTxNxH.reshape(batch, length, kv_heads, heads // kv_heads, head_dim)
         scores_BxTxKxG = jnp.einsum(
             "btkgh,btkh->btkg", q_BxTxKxGxH, k_BxTxKxH, preferred_element_type=jnp.float32
