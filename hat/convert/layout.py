@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hat.config import TransformerConfig
+
 
 @dataclass(frozen=True)
 class HeadShape:
@@ -19,6 +21,11 @@ class HeadShape:
     heads: int
     kv_heads: int
     head_dim: int
+
+    @classmethod
+    def of(cls, stack: TransformerConfig) -> HeadShape:
+        """The self-attention geometry of a Llama stack."""
+        return cls(stack.num_heads, stack.num_kv_heads, stack.resolved_head_dim)
 
 
 def linear_to_kernel(weight_OxI: np.ndarray) -> np.ndarray:

@@ -136,7 +136,7 @@ def hat_config(spec: LlamaSpec, base: Config) -> Config:
 def _layer_tensors(
     weights: SafetensorsDir, hf_prefix: str, hat_prefix: str, stack: TransformerConfig
 ) -> Iterator[tuple[str, np.ndarray]]:
-    shape = HeadShape(stack.num_heads, stack.num_kv_heads, stack.resolved_head_dim)
+    shape = HeadShape.of(stack)
     for index in range(stack.num_layers):
         for hf_name, (hat_name, kind) in llama_layer_names().items():
             yield f"{hat_prefix}{index}.{hat_name}", to_hat(kind, weights.read(f"{hf_prefix}{index}.{hf_name}"), shape)

@@ -49,16 +49,12 @@ class Row:
     heads: HeadShape | None = None
 
 
-def _heads(cfg: TransformerConfig) -> HeadShape:
-    return HeadShape(cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim)
-
-
 def _cross_heads(cfg: ModelConfig) -> HeadShape:
     return HeadShape(cfg.pooling.num_heads, cfg.pooling.num_kv_heads, pooling_head_dim(cfg))
 
 
 def _llama_rows(hat_prefix: str, released_prefix: str, cfg: TransformerConfig) -> list[Row]:
-    heads = _heads(cfg)
+    heads = HeadShape.of(cfg)
     return [
         Row(hat_prefix + hat_name, released_prefix + torch_name, kind, heads)
         for torch_name, (hat_name, kind) in llama_layer_names(cfg.qk_norm).items()

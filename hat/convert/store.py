@@ -266,14 +266,15 @@ def read_param_store(path: str | Path, abstract_params: nnx.State) -> nnx.State:
     Each process reads only the pieces its devices hold. `abstract_params` is filled in place and returned.
     """
     path = Path(path)
-    stored = {name: tuple(shape) for name, shape in read_manifest(path)["params"].items()}
+    stored = StoreTensors(path).shapes
     targets = flatten_params(abstract_params)
+    # Per target leaf: the per-layer arrays a stacked (scanned) leaf is read from, or [] for a leaf stored as is.
+    layers = {name: _layer_names(name, leaf.shape[0] if leaf.shape else 0, stored) for name, leaf in targets.items()}
     default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     problems = []
     for name, leaf in targets.items():
-        layered = _layer_names(name, leaf.shape[0] if leaf.shape else 0, stored)
-        sources = layered or [name]
-        shape = tuple(leaf.shape[1:]) if layered else tuple(leaf.shape)
+        sources = layers[name] or [name]
+        shape = tuple(leaf.shape[1:]) if layers[name] else tuple(leaf.shape)
         for source in sources:
             if source not in stored:
                 problems.append(f"{source} missing")
@@ -287,9 +288,8 @@ def read_param_store(path: str | Path, abstract_params: nnx.State) -> nnx.State:
 
     def read(name: str, leaf: Any) -> jax.Array:
         sharding = getattr(leaf, "sharding", None) or default
-        layered = _layer_names(name, leaf.shape[0] if leaf.shape else 0, stored)
-        if layered:
-            arrays = [_open(path / "params" / source) for source in layered]
+        if layers[name]:
+            arrays = [_open(path / "params" / source) for source in layers[name]]
 
             def callback(index: tuple[slice, ...]) -> np.ndarray:
                 picked = range(len(arrays))[index[0]]
