@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from hat.errors import HatError
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "hat_tiny.yaml"
 
@@ -23,7 +25,7 @@ EOT_BYTE = 192
 BYTE_VOCAB_SIZE = 256
 
 
-class ConfigError(ValueError):
+class ConfigError(HatError, ValueError):
     """A configuration file or override is invalid; the message names the key and the fix."""
 
 

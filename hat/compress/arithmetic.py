@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from hat.errors import HatError
+
 DEFAULT_PRECISION = 14
 DEFAULT_STATE_BITS = 64
 
 
-class CoderError(ValueError):
+class CoderError(HatError, ValueError):
     """A code stream cannot be decoded (it is corrupt or belongs to other probabilities)."""
 
 

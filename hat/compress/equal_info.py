@@ -33,9 +33,10 @@ from flax import nnx
 
 from hat.compress.arithmetic import DEFAULT_PRECISION, Decoder, Encoder, quantize
 from hat.config import BYTE_VOCAB_SIZE, EOT_BYTE, to_dict
+from hat.errors import HatError
 
 
-class CorruptStreamError(ValueError):
+class CorruptStreamError(HatError, ValueError):
     """A token stream does not decode (corrupt, truncated, or made with another M1); the message names the window."""
 
 

@@ -33,6 +33,7 @@ import tensorstore as ts
 from flax import nnx
 
 from hat.config import Config, config_from_dict, to_dict
+from hat.errors import HatError
 from hat.models import build_model
 
 STORE_FILE = "hat_params.json"
@@ -41,7 +42,7 @@ STORE_FORMAT = "hat-params"
 _CHUNK_ELEMENTS = 1 << 24
 
 
-class ConversionError(ValueError):
+class ConversionError(HatError, ValueError):
     """A conversion or store cannot proceed; the message names the file or field and the fix."""
 
 

@@ -23,6 +23,7 @@ import tensorstore as ts
 from tqdm import tqdm
 
 from hat.config import EOT_BYTE
+from hat.errors import HatError
 from hat.text import word_lengths
 
 # Bump when the prepared layout or the splitter's output changes, so stale caches are not reused.
@@ -31,7 +32,7 @@ _FLUSH_BYTES = 32 << 20
 _CHUNK_ELEMENTS = 1 << 20
 
 
-class CorpusError(ValueError):
+class CorpusError(HatError, ValueError):
     """A corpus path is missing or unusable; the message names the path and the fix."""
 
 

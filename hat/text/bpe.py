@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
+from hat.errors import HatError
+
 EOT_TOKEN = "<|endoftext|>"
 EOT_ID = 0
 
@@ -43,7 +45,7 @@ _SPACE_STR = r"\t\n\x0b\x0c\r "
 _CHUNK_PATTERN_STR = rf" ?[{_WORD_STR}]+| ?[^{_SPACE_STR}{_WORD_STR}]+|[{_SPACE_STR}]+"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(HatError, ValueError):
     """A tokenizer file is missing, unreadable or not a byte-level BPE tokenizer written by hat."""
 
 

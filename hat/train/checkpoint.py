@@ -12,9 +12,10 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 from hat.config import Config, config_from_dict, to_dict
+from hat.errors import HatError
 
 
-class CheckpointError(FileNotFoundError):
+class CheckpointError(HatError, FileNotFoundError):
     """No usable checkpoint at the given path; the message names the path."""
 
 

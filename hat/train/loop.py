@@ -25,6 +25,7 @@ from tqdm import tqdm
 from hat import data as hat_data
 from hat.config import Config, to_dict
 from hat.convert.store import ConversionError, is_param_store, read_param_store
+from hat.errors import HatError
 from hat.models import build_model, count_params, flops_per_byte
 from hat.models.sharding import ShardingRules
 from hat.train.checkpoint import Checkpointer, CheckpointError, restore_params
@@ -41,7 +42,7 @@ from hat.train.step import (
 )
 
 
-class TrainingError(RuntimeError):
+class TrainingError(HatError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
 
 

@@ -12,10 +12,11 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 
 from hat.config import DistributedConfig, ParallelConfig
+from hat.errors import HatError
 from hat.models.sharding import ShardingRules
 
 
-class MeshError(ValueError):
+class MeshError(HatError, ValueError):
     """The configured mesh does not fit the devices; the message says how to fix `parallel.mesh`."""
 
 
