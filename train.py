@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides.insert(0, config_path)
         config_path = None
 
+    from hat.checkpoint import CheckpointError
     from hat.config import ConfigError, load_config
     from hat.data import CorpusError
-    from hat.train import CheckpointError, MeshError, TrainingError, train
+    from hat.train import MeshError, TrainingError, train
 
     try:
         config = load_config(config_path, overrides)

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
+from hat.checkpoint import LoadedModel
 from hat.config import BYTE_VOCAB_SIZE, Config
 from hat.data import CorpusError, Document, PackedSequences, prepare_in_memory
-from hat.inference import LoadedModel
 from hat.models import count_params, flops_per_byte
 from hat.text import split_words
 from hat.train.loop import evaluate_source

@@ -30,33 +30,11 @@ import numpy as np
 from flax import nnx
 
 from hat import decoding
+from hat.checkpoint import LoadedModel, with_layer_layout
 from hat.config import EOT_BYTE
-from hat.inference import LoadedModel, with_layer_layout
+from hat.data.layout import fit_context, fits_window, layout_context
 from hat.sampling import StopMatcher, check_sampling, choose, filter_logits
 from hat.text import continues_word, split_words
-
-
-def layout_context(
-    context: bytes, seq_bytes: int, max_words: int, max_word_bytes: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Returns (inputs, word_ids, last position) with the most recent whole words of `context` that fit."""
-    words = split_words(context, max_word_bytes)
-    total, keep = 0, 0
-    for word in reversed(words):
-        if total + len(word) + 1 > seq_bytes or keep + 2 > max_words:
-            break
-        total += len(word)
-        keep += 1
-    words = words[len(words) - keep :]
-    inputs = np.zeros(seq_bytes, np.int32)
-    word_ids = np.full(seq_bytes, max_words, np.int32)
-    inputs[0], word_ids[0] = EOT_BYTE, 0
-    position = 1
-    for index, word in enumerate(words, start=1):
-        inputs[position : position + len(word)] = np.frombuffer(word, np.uint8)
-        word_ids[position : position + len(word)] = index
-        position += len(word)
-    return inputs, word_ids, position - 1
 
 
 def sample_bytes(
@@ -111,26 +89,6 @@ def next_byte_uncached(
     logits_V = nnx.merge(graphdef, params)(inputs_T[None], word_ids_T[None], num_words=num_words)[0, position]
     sampled = jax.random.categorical(key, filter_logits(logits_V[None], temperature, top_k, top_p)[0])
     return jnp.where(temperature == 0, jnp.argmax(logits_V), sampled)
-
-
-def context_fits(text: bytes, num_words: int, seq_bytes: int, max_words: int) -> bool:
-    """Whether `[EOT] + text` (`num_words` words) fits the trained window whole."""
-    return 1 + len(text) <= seq_bytes and num_words <= max_words - 1
-
-
-def fit_context(text: bytes, seq_bytes: int, max_words: int, max_word_bytes: int) -> bytes:
-    """`text` itself if it fits the window, else its most recent whole words filling at most half of it (always
-    at least the last word, which fits: `max_word_bytes < seq_bytes`)."""
-    words = split_words(text, max_word_bytes)
-    if context_fits(text, len(words), seq_bytes, max_words):
-        return text
-    total, keep = 0, 0
-    for word in reversed(words):
-        if keep and (1 + total + len(word) > seq_bytes // 2 or 1 + keep + 1 > max_words // 2):
-            break
-        total += len(word)
-        keep += 1
-    return b"".join(words[len(words) - keep :])
 
 
 @dataclass
@@ -245,7 +203,7 @@ class DecodeSession:
         closes = [row.push(int(v), self.max_word_bytes) if on else [] for row, v, on in zip(self.rows, values, active)]
         overflow = False
         for index, (row, on) in enumerate(zip(self.rows, active)):
-            if on and not context_fits(bytes(row.text), row.num_words, self.seq_bytes, self.max_words):
+            if on and not fits_window(len(row.text), row.num_words, self.seq_bytes, self.max_words):
                 text = fit_context(bytes(row.text), self.seq_bytes, self.max_words, self.max_word_bytes)
                 self.rows[index] = _Row.of(text, self.max_word_bytes)
                 overflow = True

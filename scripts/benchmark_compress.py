@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     if args.m2 or args.byte_model:
+        from hat.checkpoint import load_model
         from hat.evaluate import evaluate_files
-        from hat.inference import load_model
 
         # The same (budget-cut) held-out texts as above, as files, so every model scores the same bytes.
         text_dir = Path(args.out).parent / "bench_compress_heldout"

@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from flax import nnx
 
+    from hat.checkpoint import LoadedModel
     from hat.config import CONFIG_DIR, load_config
     from hat.data import stdlib_root
-    from hat.generate import DecodeSession, layout_context, next_byte_uncached
-    from hat.inference import LoadedModel
+    from hat.data.layout import layout_context
+    from hat.generate import DecodeSession, next_byte_uncached
     from hat.models import build_model, count_params
     from hat.sampling import choose
 

@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    from hat.checkpoint import CheckpointError
     from hat.compress.container import decode_file, encode_file, read_header, spec_of
     from hat.compress.data import prepare_token_corpus, take_budget
     from hat.compress.equal_info import M1, CorruptStreamError, WindowSpec
     from hat.data import CorpusError, resolve_documents
-    from hat.train import CheckpointError
 
     try:
         if args.command == "decode":

@@ -48,11 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="suite: seed of the perturbed copies")
     args = parser.parse_args(argv)
 
+    from hat.checkpoint import CheckpointError, load_model
     from hat.data import CorpusError
     from hat.evaluate import evaluate_files, evaluate_suite, format_table, write_plots
-    from hat.inference import load_model
     from hat.text.bpe import TokenizerError
-    from hat.train import CheckpointError
 
     suite = args.suite or bool(args.compare)
     try:

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from hat.checkpoint import CheckpointError
     from hat.convert.export import export_checkpoint
-    from hat.train import CheckpointError
 
     try:
         out = export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.max_shard_size, args.format)

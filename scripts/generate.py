@@ -44,11 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     stops = [s.encode("utf-8", "surrogateescape") for s in args.stop]
 
     from hat.byteprob.bytelevel import Ensemble, byte_model, load_byte_model
+    from hat.checkpoint import CheckpointError, load_model
     from hat.generate import Sampling, check_request
-    from hat.inference import load_model
     from hat.sampling import Utf8Stream
     from hat.text.bpe import TokenizerError
-    from hat.train import CheckpointError
 
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
     try:
@@ -100,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cached_pieces(loaded, prompts: list[bytes], args: argparse.Namespace, sampling, stops: list[bytes]):
     """HAT and byte models: `hat.generate` (cached unless --no-cache), after noting prompts cut to the context."""
-    from hat.generate import fit_context, generate
+    from hat.data.layout import fit_context
+    from hat.generate import generate
 
     config = loaded.config
     for index, prompt in enumerate(prompts):

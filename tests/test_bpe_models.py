@@ -13,10 +13,10 @@ from support import REPO, load_script
 from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, load_byte_model, text_bits
 from hat.byteprob.flat import CachedFlatTokenModel, FlatTokenModel
 from hat.byteprob.models import log_softmax
+from hat.checkpoint import load_model
 from hat.config import load_config
 from hat.data.tokens import TokenSequences, encode_documents, tokens_in_memory
 from hat.evaluate import evaluate_files
-from hat.inference import load_model
 from hat.text.bpe import EOT_ID, load_tokenizer
 
 FLAT = [

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from support import REPO, load_script
 
+from hat.checkpoint import Checkpointer
 from hat.compress import arithmetic as ac
 from hat.compress.container import decode_file, encode_file, read_header
 from hat.compress.data import TokenSequences, load_token_corpus, prepare_token_corpus
@@ -29,7 +30,6 @@ from hat.compress.equal_info import (
 from hat.config import ConfigError, ModelConfig, TransformerConfig, load_config, to_dict
 from hat.data import Document
 from hat.models import build_model
-from hat.train import Checkpointer
 
 WINDOW = 12
 SPECS = [WindowSpec(16, 8, WINDOW), WindowSpec(16, 16, WINDOW), WindowSpec(32, 8, WINDOW), WindowSpec(48, 16, WINDOW)]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from support import TINY_HAT, load_script
 
+from hat.checkpoint import load_model
+from hat.checkpoint.store import ConversionError
 from hat.config import RopeScalingConfig, load_config
 from hat.convert.llama import convert_llama
-from hat.convert.store import ConversionError
-from hat.inference import load_model
 from hat.models.layers import rope_frequencies
 
 torch = pytest.importorskip("torch")
@@ -201,8 +201,8 @@ def test_bpe_lm_export_then_import_keeps_exact_byte_probabilities(tmp_path):
     from flax import nnx
 
     from hat.byteprob.bytelevel import load_byte_model, text_bits
+    from hat.checkpoint.store import ParamStoreWriter, flatten_params
     from hat.convert.export import export_checkpoint
-    from hat.convert.store import ParamStoreWriter, flatten_params
     from hat.models import build_model
     from hat.text.bpe import train_tokenizer
 

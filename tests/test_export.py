@@ -14,11 +14,11 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from support import TINY_HAT, load_script
 
+from hat.checkpoint import load_model
+from hat.checkpoint.store import ConversionError, ParamStoreWriter, flatten_params, iter_store, unflatten_params
 from hat.config import Config, load_config
 from hat.convert.export import export_checkpoint
 from hat.convert.released import import_released
-from hat.convert.store import ConversionError, ParamStoreWriter, flatten_params, iter_store, unflatten_params
-from hat.inference import load_model
 from hat.models import build_model, convert_layer_layout
 
 LLAMA3_SCALING = (
@@ -160,7 +160,7 @@ def test_flat_export_refuses_what_llama_lacks(tmp_path: Path, capsys):
 
 
 def save_orbax(model: nnx.Module, config: Config, workdir: Path) -> Path:
-    from hat.train import Checkpointer
+    from hat.checkpoint import Checkpointer
 
     checkpointer = Checkpointer(workdir, async_save=False)
     checkpointer.save(0, {"params": nnx.state(model, nnx.Param), "opt_state": {}}, config)

@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 from support import TINY_HAT, load_script
 
+from hat.checkpoint import load_model
+from hat.checkpoint.store import ParamStoreWriter, flatten_params
 from hat.config import load_config
-from hat.convert.store import ParamStoreWriter, flatten_params
-from hat.inference import load_model
 from hat.models import build_model
 from hat.train.step import make_optimizer
 

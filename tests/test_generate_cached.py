@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from hat.checkpoint import LoadedModel, with_layer_layout
 from hat.config import Config, DataConfig, ModelConfig, PoolingConfig, TransformerConfig
-from hat.generate import DecodeSession, Sampling, fit_context, generate_all, layout_context
-from hat.inference import LoadedModel, with_layer_layout
+from hat.data.layout import fit_context, layout_context
+from hat.generate import DecodeSession, Sampling, generate_all
 from hat.models import build_model
 from hat.sampling import StopMatcher, Utf8Stream, filter_logits
 from hat.text import split_words

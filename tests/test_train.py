@@ -117,7 +117,7 @@ def test_help_on_every_script():
 def test_checkpoint_loads_in_either_layer_layout(trained_run: Path):
     import numpy as np
 
-    from hat.inference import load_model
+    from hat.checkpoint import load_model
     from hat.text import split_words
 
     listed, scanned = load_model(trained_run), load_model(trained_run, scan_layers=True)
@@ -147,8 +147,8 @@ def byte_run(tmp_path_factory) -> Path:
 
 def test_evaluation_equals_the_training_loops_heldout_number(byte_run: Path):
     from hat import data as hat_data
+    from hat.checkpoint import load_model
     from hat.evaluate import evaluate_files
-    from hat.inference import load_model
 
     loaded = load_model(byte_run)
     data_cfg = loaded.config.data
@@ -175,8 +175,8 @@ def test_evaluation_suite_compares_kinds_in_one_table(trained_run: Path, byte_ru
     assert byte_entry["unit"] == "byte" and byte_entry["bytes_per_unit"] == 1.0
     assert 0 < byte_entry["capacity_utilisation"] <= 1 and 0 < hat_entry["capacity_utilisation"] <= 1
     assert hat_entry["unit"] == "word" and hat_entry["bytes_per_unit"] > 2
+    from hat.checkpoint import load_model
     from hat.evaluate import evaluate_files
-    from hat.inference import load_model
 
     single = evaluate_files(load_model(trained_run), files)
     assert hat_entry["bits_per_byte"] == pytest.approx(single["bits_per_byte"], rel=1e-6)

@@ -26,10 +26,10 @@ from flax import nnx
 from hat.byteprob.exact import EOT_OUTCOME, NUM_OUTCOMES, ByteStream, TokenTable, text_logprobs
 from hat.byteprob.flat import CachedFlatTokenModel
 from hat.byteprob.models import TokenModel
+from hat.checkpoint import LoadedModel, load_model
 from hat.config import EOT_BYTE
 from hat.data import PackedSequences, prepare_in_memory
-from hat.generate import layout_context
-from hat.inference import LoadedModel, load_model
+from hat.data.layout import layout_context
 from hat.text.bpe import BPETokenizer, load_tokenizer
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from hat.byteprob.models import Prefix
-from hat.inference import LoadedModel
+from hat.checkpoint import LoadedModel
 from hat.text.bpe import EOT_ID
 
 

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from hat.compress.equal_info import M1, WindowSpec, encode_segments, split_segments, windows_to_tokens
 from hat.config import Config
-from hat.data import CorpusError, Document, resolve_documents, split_documents
+from hat.data import CorpusError, Document
 from hat.data.corpus import files_fingerprint, open_array, read_document, read_range
-from hat.train.loop import RunData
+from hat.data.run import RunData, cache_directory, split_run_documents
 
 TOKEN_FORMAT_VERSION = 1
 
@@ -233,14 +233,13 @@ def load_m1(config: Config) -> M1:
 
 
 def prepare_eqinfo_data(config: Config) -> RunData:
-    """`hat.train.loop.prepare_data` for `data.format: eqinfo`: split the corpus by file, take each part's byte
-    budget, compress both with M1 (cached, resumable) and serve `seq_tokens`-token examples."""
-    data_cfg, eq = config.data, config.data.eqinfo
-    docs = resolve_documents(data_cfg.corpus)
-    train_docs, heldout_docs = split_documents(docs, data_cfg.eval_fraction, data_cfg.seed)
+    """A run's data for `data.format: eqinfo`: split the corpus by file, take each part's byte budget, compress
+    both with M1 (cached, resumable) and serve `seq_tokens`-token examples."""
+    eq = config.data.eqinfo
+    train_docs, heldout_docs = split_run_documents(config)
     train_docs = take_budget(train_docs, eq.max_train_bytes)
     heldout_docs = take_budget(heldout_docs, eq.max_heldout_bytes)
-    cache_dir = Path(data_cfg.cache_dir or Path(config.workdir) / "data")
+    cache_dir = cache_directory(config)
     m1, spec = load_m1(config), spec_from_config(config)
     prepare = lambda part, budget, name: prepare_token_corpus(  # noqa: E731
         part, m1, spec, eq.segment_bytes, cache_dir, name, budget

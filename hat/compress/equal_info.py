@@ -88,7 +88,7 @@ class M1:
     @classmethod
     def from_checkpoint(cls, path: str, batch_size: int, max_window_bytes: int) -> M1:
         """Loads a flat byte LM (`model.kind: byte_lm`) trained by train.py."""
-        from hat.inference import load_model
+        from hat.checkpoint import load_model
 
         loaded = load_model(path)
         if loaded.config.model.kind != "byte_lm" or loaded.config.model.vocab_size != BYTE_VOCAB_SIZE:

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hat.checkpoint import LoadedModel
 from hat.compress.data import compress_in_memory, load_m1, spec_from_config
 from hat.compress.equal_info import CorruptStreamError, decode_windows, tokens_to_windows
-from hat.inference import LoadedModel
 
 # M2 has no begin-of-text token; an empty prompt starts from a newline.
 EMPTY_PROMPT = b"\n"

@@ -23,11 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hat.config import EOT_BYTE, Config
-from hat.convert.layout import llama_layer_names, to_torch
-from hat.convert.released import hat_to_released, released_config_json, released_fillers, released_rows
-from hat.convert.safetensors_io import ShardedWriter, parse_size
-from hat.convert.store import (
+from hat.checkpoint import load_model
+from hat.checkpoint.store import (
     ConversionError,
     StoreTensors,
     flatten_params,
@@ -36,7 +33,10 @@ from hat.convert.store import (
     read_manifest,
     staging_dir,
 )
-from hat.inference import load_model
+from hat.config import EOT_BYTE, Config
+from hat.convert.layout import llama_layer_names, to_torch
+from hat.convert.released import hat_to_released, released_config_json, released_fillers, released_rows
+from hat.convert.safetensors_io import ShardedWriter, parse_size
 from hat.text.bpe import EOT_ID
 
 # jnp.bfloat16 is ml_dtypes' numpy bfloat16, which safetensors writes as BF16.
@@ -148,7 +148,7 @@ def export_checkpoint(
     max_shard_size: str | int = "5GB",
     fmt: str = "auto",
 ) -> Path:
-    """Writes the parameters at `checkpoint` (anything `hat.inference.load_model` reads) to `out_dir`; returns it."""
+    """Writes the parameters at `checkpoint` (anything `hat.checkpoint.load_model` reads) to `out_dir`; returns it."""
     out_dir = Path(out_dir).resolve()
     if out_dir.exists():
         raise ConversionError(f"output directory already exists: {out_dir} (choose a new path or delete it)")

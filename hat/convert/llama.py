@@ -24,10 +24,10 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from hat.checkpoint.store import ConversionError, ParamStoreWriter, flatten_params
 from hat.config import Config, RopeScalingConfig, TransformerConfig
 from hat.convert.layout import HeadShape, llama_layer_names, to_hat
 from hat.convert.safetensors_io import SafetensorsDir
-from hat.convert.store import ConversionError, ParamStoreWriter, flatten_params
 from hat.models import build_model
 
 SUPPORTED_MODEL_TYPES = ("llama",)

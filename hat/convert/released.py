@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from hat.checkpoint.store import ConversionError, ParamStoreWriter, model_param_shapes
 from hat.config import EOT_BYTE, Config, ModelConfig, PoolingConfig, RopeScalingConfig, TransformerConfig
 from hat.convert.layout import HeadShape, llama_layer_names, to_hat, to_torch
 from hat.convert.safetensors_io import SafetensorsDir
-from hat.convert.store import ConversionError, ParamStoreWriter, model_param_shapes
 from hat.models.hat import pooling_head_dim
 
 MODEL_TYPE = "hierarchical_autoregressive_transformer"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import grain
 import numpy as np
 
-from hat.config import EOT_BYTE
 from hat.data.corpus import PreparedCorpus
+from hat.data.layout import layout_inputs, word_ids_of
 
 _PACK_CHUNK_WORDS = 1 << 22
 
@@ -89,24 +89,21 @@ class PackedSequences(grain.sources.RandomAccessDataSource):
 def make_example(
     data: np.ndarray, word_starts: np.ndarray, separators: np.ndarray, seq_bytes: int, max_words: int
 ) -> dict[str, np.ndarray]:
-    """Lays out one sequence: EOT, then `data` (whole words starting at `word_starts`), padded to seq_bytes."""
+    """Lays out one sequence: EOT, then `data` (whole words starting at `word_starts`), padded to seq_bytes
+    (`hat.data.layout`, the layout inference uses too)."""
     n = len(data)
-    sequence = np.zeros(seq_bytes + 1, np.int32)
-    sequence[0] = EOT_BYTE
-    sequence[1 : n + 1] = data
-    word_ids = np.full(seq_bytes, max_words, np.int32)
-    word_ids[0] = 0
-    # Word k of `data` is word k + 1 of the sequence (word 0 is the EOT). Input position i holds data[i - 1];
-    # the last data byte is only ever a target.
-    word_of_byte = np.repeat(np.arange(1, len(word_starts), dtype=np.int32), np.diff(word_starts))
-    word_ids[1:n] = word_of_byte[: n - 1]
+    # Input position i holds data[i - 1]; the last data byte is only ever a target.
+    word_of_byte = word_ids_of(np.diff(word_starts))
+    inputs, word_ids = layout_inputs(data[: n - 1], word_of_byte[: n - 1], seq_bytes, max_words)
+    targets = np.zeros(seq_bytes, np.int32)
+    targets[:n] = data
     loss_mask = np.zeros(seq_bytes, np.float32)
     loss_mask[:n] = 1.0
     text_mask = loss_mask.copy()
     text_mask[separators] = 0.0
     return {
-        "inputs": sequence[:-1],
-        "targets": sequence[1:],
+        "inputs": inputs,
+        "targets": targets,
         "word_ids": word_ids,
         "loss_mask": loss_mask,
         "text_mask": text_mask,

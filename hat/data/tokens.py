@@ -29,9 +29,8 @@ from hat.data.corpus import (
     open_array,
     read_document,
     read_range,
-    resolve_documents,
-    split_documents,
 )
+from hat.data.run import RunData, cache_directory, split_run_documents
 from hat.text.bpe import EOT_ID, BPETokenizer, corpus_tokenizer_path, load_tokenizer, train_tokenizer
 
 TOKEN_FORMAT_VERSION = 1
@@ -201,14 +200,11 @@ def resolve_tokenizer(config: Config, train_docs: Sequence[Document], cache_dir:
     return tokenizer
 
 
-def prepare_bpe_data(config: Config):
-    """`hat.train.loop.prepare_data` for `data.format: bpe`: split by file, tokenizer, token arrays, sequences."""
-    from hat.train.loop import RunData
-
+def prepare_bpe_data(config: Config) -> RunData:
+    """A run's data for `data.format: bpe`: split by file, tokenizer, token arrays, sequences."""
     data_cfg = config.data
-    docs = resolve_documents(data_cfg.corpus)
-    train_docs, heldout_docs = split_documents(docs, data_cfg.eval_fraction, data_cfg.seed)
-    cache_dir = Path(data_cfg.cache_dir or Path(config.workdir) / "data")
+    train_docs, heldout_docs = split_run_documents(config)
+    cache_dir = cache_directory(config)
     tokenizer = resolve_tokenizer(config, train_docs, cache_dir)
     train = prepare_tokens(tokenizer, train_docs, cache_dir, "train")
     if train.num_text_bytes == 0:

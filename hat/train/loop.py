@@ -23,12 +23,12 @@ from flax import nnx
 from tqdm import tqdm
 
 from hat import data as hat_data
+from hat.checkpoint import Checkpointer, CheckpointError, ConversionError, open_params
 from hat.config import Config, to_dict
-from hat.convert.store import ConversionError, is_param_store, read_param_store
+from hat.data.run import RunData, cache_directory, split_run_documents
 from hat.errors import HatError
 from hat.models import build_model, count_params, flops_per_byte
 from hat.models.sharding import ShardingRules
-from hat.train.checkpoint import Checkpointer, CheckpointError, restore_params
 from hat.train.mesh import build_mesh, build_rules, initialize_distributed, measure_matmul_peak
 from hat.train.metrics import MetricWriter
 from hat.train.step import (
@@ -46,21 +46,6 @@ class TrainingError(HatError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
 
 
-@dataclass
-class RunData:
-    """The training and held-out sources of a run.
-
-    A source is a grain `RandomAccessDataSource` of example dicts with int32 `inputs`, `targets`, `word_ids` and
-    float32 `loss_mask`, `text_mask` (plus `target_bytes` for token data; see `hat.train.step.target_bytes`).
-    """
-
-    train: hat_data.PackedSequences
-    heldout: hat_data.PackedSequences | None
-    num_train_files: int
-    num_heldout_files: int
-    num_train_bytes: int
-
-
 def prepare_data(config: Config) -> RunData:
     """Resolves the corpus, splits it by file and prepares both parts as tensorstore arrays (cached)."""
     if config.data.format == "bpe":
@@ -72,9 +57,8 @@ def prepare_data(config: Config) -> RunData:
 
         return prepare_eqinfo_data(config)
     data_cfg = config.data
-    docs = hat_data.resolve_documents(data_cfg.corpus)
-    train_docs, heldout_docs = hat_data.split_documents(docs, data_cfg.eval_fraction, data_cfg.seed)
-    cache_dir = Path(data_cfg.cache_dir or Path(config.workdir) / "data")
+    train_docs, heldout_docs = split_run_documents(config)
+    cache_dir = cache_directory(config)
     max_word = config.model.max_word_bytes
     train = hat_data.prepare_corpus(train_docs, cache_dir, max_word, name="train")
     if train.num_words == 0:
@@ -140,19 +124,10 @@ def init_state(config: Config, setup: TrainSetup) -> tuple[nnx.State, optax.OptS
 def initial_state_from(path: str, setup: TrainSetup) -> tuple[nnx.State, optax.OptState]:
     """Parameters from a parameter store or a hat checkpoint, restored into this mesh's shardings, and a fresh
     optimizer state (`train.init_from`)."""
-    target = abstract_state(setup)["params"]
     try:
-        if is_param_store(path):
-            params = read_param_store(path, target)
-        else:
-            params = restore_params(path, target)
+        params = open_params(path, abstract_state(setup)["params"])
     except (ConversionError, CheckpointError) as error:
         raise TrainingError(f"train.init_from: {error}") from None
-    except ValueError as error:  # orbax: the checkpoint's tree or shapes differ from the model's
-        first_line = str(error).strip().splitlines()[0]
-        raise TrainingError(
-            f"train.init_from {path} does not fit this model ({first_line}); match model.* to the checkpoint's config"
-        ) from None
     opt_state = jax.jit(setup.tx.init, out_shardings=setup.shardings.opt_state)(params)
     return params, opt_state
 

@@ -118,7 +118,7 @@ def check_store(workdir: Path) -> dict:
     backbone; then two steps with the backbone frozen."""
     from flax import nnx
 
-    from hat.convert.store import ParamStoreWriter, flatten_params, iter_store
+    from hat.checkpoint.store import ParamStoreWriter, flatten_params, iter_store
     from hat.models import build_model
 
     corpus = "data.corpus=['" + str(Path(json.__file__).parent) + "']"
@@ -150,7 +150,7 @@ def check_store(workdir: Path) -> dict:
     sharded = any(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(params))
     moment_elements = sum(np.size(leaf) for leaf in jax.tree.leaves(opt_state))
     loop.train(config)
-    from hat.inference import load_model
+    from hat.checkpoint import load_model
 
     trained = flatten_params(nnx.state(load_model(workdir / "run", scan_layers=False).model, nnx.Param))
     change = {k: float(np.max(np.abs(np.asarray(v) - stored[k]))) for k, v in trained.items()}
