@@ -435,46 +435,30 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
     return config
 
 
-def validate(config: Config) -> None:
-    """Cross-field checks that types alone cannot express."""
-    model, data = config.model, config.data
-    stacks = {"backbone": model.backbone}
-    if model.kind == "hat":
-        stacks |= {"encoder": model.encoder, "decoder": model.decoder}
-    for name, stack in stacks.items():
-        if stack.hidden_size % stack.num_heads and stack.head_dim is None:
-            raise ConfigError(
-                f"model.{name}.hidden_size ({stack.hidden_size}) must be divisible by num_heads "
-                f"({stack.num_heads}), or set model.{name}.head_dim"
-            )
-        if stack.num_heads % stack.num_kv_heads:
-            raise ConfigError(
-                f"model.{name}.num_heads ({stack.num_heads}) must be a multiple of num_kv_heads ({stack.num_kv_heads})"
-            )
-    if model.kind == "hat" and model.tie_embeddings:
-        raise ConfigError("model.tie_embeddings is for flat models (byte_lm, token_lm): HAT's byte embedding and "
-                          "head have different widths")
-    if model.kind == "hat" and model.encoder.hidden_size != model.decoder.hidden_size:
+def check_stack(name: str, stack: TransformerConfig) -> None:
+    """Raises `ConfigError` when the heads of `model.<name>` do not divide its width."""
+    if stack.hidden_size % stack.num_heads and stack.head_dim is None:
         raise ConfigError(
-            "model.decoder.hidden_size must equal model.encoder.hidden_size: "
-            "the decoder reads the encoder's byte states"
+            f"model.{name}.hidden_size ({stack.hidden_size}) must be divisible by num_heads "
+            f"({stack.num_heads}), or set model.{name}.head_dim"
         )
+    if stack.num_heads % stack.num_kv_heads:
+        raise ConfigError(
+            f"model.{name}.num_heads ({stack.num_heads}) must be a multiple of num_kv_heads ({stack.num_kv_heads})"
+        )
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that types alone cannot express and that hold for every model kind; what one kind
+    needs (a HAT's encoder and decoder, a token LM's vocabulary) is checked by `hat.kinds.kind_of`."""
+    model, data = config.model, config.data
+    check_stack("backbone", model.backbone)
     if not 0.0 <= data.eval_fraction < 1.0:
         raise ConfigError(f"data.eval_fraction must be in [0, 1), got {data.eval_fraction}")
     if model.max_word_bytes + 1 > data.seq_bytes:
         raise ConfigError("data.seq_bytes must exceed model.max_word_bytes so that every word fits a sequence")
     if data.max_words < 2:
         raise ConfigError("data.max_words must be at least 2")
-    if data.format == "bpe" and (model.kind != "token_lm" or model.vocab_size != data.bpe.vocab_size):
-        raise ConfigError(
-            f"data.format bpe needs model.kind token_lm with model.vocab_size == data.bpe.vocab_size "
-            f"(got kind {model.kind}, vocab_size {model.vocab_size} and {data.bpe.vocab_size})"
-        )
-    if data.format == "eqinfo" and (model.kind != "token_lm" or model.vocab_size != 1 << data.eqinfo.token_bits):
-        raise ConfigError(
-            f"data.format eqinfo needs model.kind token_lm with model.vocab_size 2**data.eqinfo.token_bits "
-            f"({1 << data.eqinfo.token_bits})"
-        )
     if config.train.batch_size < 1 or config.train.steps < 1:
         raise ConfigError("train.batch_size and train.steps must be positive")
     if config.train.microbatches < 1 or config.train.batch_size % config.train.microbatches:

@@ -1,23 +1,69 @@
-"""Choosing the next byte from logits (greedy, temperature, top-k, top-p), stop strings, and safe streamed text."""
+"""The one sampler of every generation path: choosing the next unit from logits (greedy, temperature, top-k,
+top-p, seeded), stop strings, safe streamed text, and the loop that drives any decode session with them.
+
+A decode session (`Session`) is anything that gives next-unit logits for a batch of growing texts: HAT's and the
+byte LM's cached or uncached sessions (`hat.sessions`), a token LM's exact byte-level distributions or an ensemble
+(`hat.byteprob.session`). An EqualInfoAC M2 samples whole windows of tokens with `choose` and decodes them
+(`hat.compress.generate`).
+"""
 
 from __future__ import annotations
 
 import codecs
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from hat.errors import HatError
+
+
+class SamplingError(HatError, ValueError):
+    """A generation request or sampling setting is out of range; the message names it."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to choose each unit: `temperature` 0 is greedy; `top_k` 0 and `top_p` 1 switch those limits off."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def device_args(self) -> tuple[np.float32, np.int32, np.float32]:
+        """`(temperature, top_k, top_p)` as `choose` takes them (traced, so new settings do not recompile)."""
+        return np.float32(self.temperature), np.int32(self.top_k), np.float32(self.top_p)
+
+
+DEFAULT_SAMPLING = Sampling()
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float, vocab_size: int) -> None:
-    """Raises `ValueError` naming the setting when a sampling setting is out of range."""
+    """Raises `SamplingError` naming the setting when a sampling setting is out of range."""
     if not temperature >= 0 or math.isinf(temperature):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
+        raise SamplingError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
     if not 0 <= top_k <= vocab_size:
-        raise ValueError(f"top_k must be in [0, {vocab_size}] (0: no limit), got {top_k}")
+        raise SamplingError(f"top_k must be in [0, {vocab_size}] (0: no limit), got {top_k}")
     if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] (1: no limit), got {top_p}")
+        raise SamplingError(f"top_p must be in (0, 1] (1: no limit), got {top_p}")
+
+
+def check_request(prompts: Sequence[bytes], max_new_bytes: int, sampling: Sampling, stop: Sequence[bytes]) -> None:
+    """Raises `SamplingError` with a clear message for an unusable generation request."""
+    if not prompts:
+        raise SamplingError("give at least one prompt")
+    if any(not isinstance(p, bytes | bytearray) for p in prompts):
+        raise SamplingError("prompts must be bytes (encode text with .encode('utf-8'))")
+    if max_new_bytes < 1:
+        raise SamplingError(f"max_new_bytes must be at least 1, got {max_new_bytes}")
+    check_sampling(sampling.temperature, sampling.top_k, sampling.top_p, 256)
+    if any(not s for s in stop):
+        raise SamplingError("stop strings must not be empty")
 
 
 def filter_logits(logits_BxV: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
@@ -57,7 +103,7 @@ class StopMatcher:
 
     def __init__(self, stops: Sequence[bytes]):
         if any(not stop for stop in stops):
-            raise ValueError("stop strings must not be empty")
+            raise SamplingError("stop strings must not be empty")
         self.stops = tuple(stops)
         self.pending = b""
 
@@ -98,3 +144,65 @@ class Utf8Stream:
     def close(self) -> str:
         """The rest: an unfinished character at the end shows as U+FFFD."""
         return self.decoder.decode(b"", final=True)
+
+
+class Session(Protocol):
+    """A batch of growing texts and their next-unit logits (`hat.sessions`, `hat.byteprob.session`)."""
+
+    end_of_text: int  # the unit that ends a row (not shown)
+
+    def start(self, contexts: Sequence[bytes]) -> jax.Array | np.ndarray:
+        """Positions the rows after `contexts`; returns the B x V next-unit logits (or log-probabilities)."""
+        ...
+
+    def append(self, values: Sequence[int], active: Sequence[bool]) -> jax.Array | np.ndarray:
+        """Appends one byte to every active row (inactive rows are finished); returns the next B x V logits."""
+        ...
+
+
+def sample_session(
+    session: Session, prompts: Sequence[bytes], max_new_bytes: int, sampling: Sampling, stop: Sequence[bytes] = ()
+) -> Iterator[tuple[int, bytes]]:
+    """Yields `(row, new bytes)` as a session generates, for a batch of prompts.
+
+    A row ends at end-of-text (not shown), when a stop string completes (it is not shown) or after
+    `max_new_bytes` bytes. Bytes that could still begin a stop string are held back until that is decided. Step k
+    draws from `fold_in(key(seed), k)`, so a seed gives the same bytes every time.
+    """
+    matchers = [StopMatcher(stop) for _ in prompts]
+    logits_BxV = session.start(prompts)
+    key = jax.random.key(sampling.seed)
+    settings = sampling.device_args()
+    active = [True] * len(prompts)
+    for step in range(max_new_bytes):
+        values = np.asarray(choose(logits_BxV, jax.random.fold_in(key, step), *settings))
+        for row, value in enumerate(values.tolist()):
+            if not active[row]:
+                continue
+            if value == session.end_of_text:
+                active[row] = False
+                continue
+            shown, stopped = matchers[row].feed(bytes([value]))
+            if shown:
+                yield row, shown
+            active[row] = not stopped
+        if not any(active) or step == max_new_bytes - 1:
+            break
+        logits_BxV = session.append(values.tolist(), active)
+    for row, matcher in enumerate(matchers):
+        if rest := matcher.flush():
+            yield row, rest
+
+
+def stop_stream(values: Iterable[int], stop: Sequence[bytes]) -> Iterator[bytes]:
+    """The shown pieces of one row's stream of generated bytes, with `sample_session`'s stop rule; the stream is
+    not read past a completed stop string."""
+    matcher = StopMatcher(stop)
+    for value in values:
+        shown, stopped = matcher.feed(bytes([value]))
+        if shown:
+            yield shown
+        if stopped:
+            return
+    if rest := matcher.flush():
+        yield rest

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
 
-    from hat.byteprob.bytelevel import load_byte_model
+    from hat.kinds import load_byte_model
 
     bpe = load_byte_model(args.bpe)
     results: dict[str, object] = {"bpe": args.bpe, "hat": args.hat, "byte": args.byte}

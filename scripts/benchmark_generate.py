@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from hat.checkpoint import LoadedModel
     from hat.config import CONFIG_DIR, load_config
     from hat.data import stdlib_root
-    from hat.data.layout import layout_context
-    from hat.generate import DecodeSession, next_byte_uncached
+    from hat.generate import decode_session
     from hat.models import build_model, count_params
     from hat.sampling import choose
 
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     key = jax.random.key(0)
 
     def cached_run(loaded, context: bytes, new_bytes: int) -> tuple[float, int]:
-        session = DecodeSession(loaded)
+        session = decode_session(loaded)
         logits = session.start([context])
         jax.block_until_ready(logits)
         start = time.perf_counter()
@@ -60,15 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - start, session.backbone_calls
 
     def uncached_run(loaded, context: bytes, new_bytes: int) -> float:
-        config = loaded.config
-        graphdef, params = nnx.split(loaded.model, nnx.Param)
+        session = decode_session(loaded, use_cache=False)
+        logits = session.start([context])
+        jax.block_until_ready(logits)
         start = time.perf_counter()
         for step in range(new_bytes):
-            full = text[: len(context) + step]
-            inputs, word_ids, last = layout_context(
-                full, config.data.seq_bytes, config.data.max_words, config.model.max_word_bytes
-            )
-            int(next_byte_uncached(graphdef, config.data.max_words, params, inputs, word_ids, last, key, *greedy))
+            np.asarray(choose(logits, key, *greedy))
+            logits = session.append([text[len(context) + step]])
+        jax.block_until_ready(logits)
         return time.perf_counter() - start
 
     rows = []

@@ -32,11 +32,12 @@ def throughput_worker(config_path: str, steps: int, overrides: list[str]) -> dic
     import numpy as np
 
     from hat.config import load_config
+    from hat.kinds import kind_of
     from hat.train import loop
     from hat.train.mesh import measure_matmul_peak
 
     config = load_config(REPO / config_path, overrides)
-    run_data = loop.prepare_data(config)
+    run_data = kind_of(config).prepare_data(config)
     setup = loop.setup_training(config)
     params, opt_state = loop.init_state(config, setup)
     batch_size = config.train.batch_size

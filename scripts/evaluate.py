@@ -1,128 +1,14 @@
-"""Bits per byte of hat checkpoints over text files, with zlib -9 beside it.
+"""`python scripts/evaluate.py ...` is `hat-eval ...` (`hat.cli.evaluate`)."""
 
-    python scripts/evaluate.py runs/tiny some_file.py other.txt
-    python scripts/evaluate.py runs/tiny/checkpoints/2000 notes.md --json
-    python scripts/evaluate.py runs/bpe_tiny notes.md --json             # token LM: exact and canonical bits/byte
-    python scripts/evaluate.py runs/hat_tiny notes.md --also runs/bpe_tiny --also runs/byte_tiny --ensemble mixture
-    python scripts/evaluate.py runs/hat_tiny a.py b.py --compare runs/byte_tiny --out runs/eval/suite.json
-
-With one checkpoint and no other flag it prints one line (or one JSON object). A token LM (data.format bpe) is
-scored through its exact next-byte distributions (`bits_per_byte`, about one model call per byte) beside its
-canonical tokenisation (`bits_per_byte_canonical`). `--also` scores more checkpoints byte by byte on the same files;
-`--ensemble` adds their byte-level mixture or product of experts (`--weights`, default equal). `--compare` (more
-checkpoints) or `--suite` runs the evaluation suite: every model on the same files, with units, parameters,
-FLOPs/byte, throughput and robustness to perturbed copies of the files, printed as one table and written as JSON
-(`--out`) with PNG plots next to it.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return None if isinstance(value, float) and value != value else value
+from hat.cli import run
+from hat.cli.evaluate import main as command
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate bits per byte of hat checkpoints on files.")
-    parser.add_argument("checkpoint", help="a run's workdir, or a checkpoint step directory inside it")
-    parser.add_argument("files", nargs="+", help="files to score (any bytes; each is one document)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per evaluation batch")
-    parser.add_argument("--also", action="append", default=[], help="another checkpoint to score on the same files")
-    parser.add_argument("--ensemble", choices=["mixture", "product"], help="also score the byte-level ensemble")
-    parser.add_argument("--weights", type=float, nargs="+", help="ensemble weights, one per checkpoint")
-    parser.add_argument("--compare", action="append", default=[], help="another checkpoint to compare (repeatable)")
-    parser.add_argument("--suite", action="store_true", help="run the full suite even for one checkpoint")
-    parser.add_argument("--out", default="runs/eval_suite.json", help="suite: JSON path (PNGs are written beside it)")
-    parser.add_argument("--seed", type=int, default=0, help="suite: seed of the perturbed copies")
-    args = parser.parse_args(argv)
-
-    from hat.checkpoint import CheckpointError, load_model
-    from hat.data import CorpusError
-    from hat.evaluate import evaluate_files, evaluate_suite, format_table, write_plots
-    from hat.text.bpe import TokenizerError
-
-    suite = args.suite or bool(args.compare)
-    try:
-        loaded = [load_model(path) for path in [args.checkpoint, *args.compare]]
-        # BPE token LMs are scored through their exact byte chain; compressed-text M2s (data.format eqinfo)
-        # through M1's coder in evaluate_files.
-        bpe_model = loaded[0].config.model.kind == "token_lm" and loaded[0].config.data.format == "bpe"
-        if args.also or args.ensemble or (bpe_model and not suite):
-            return _byte_level(args, loaded[0])
-        if suite:
-            result = evaluate_suite(loaded, args.files, batch_size=args.batch_size, seed=args.seed)
-        else:
-            result = evaluate_files(loaded[0], args.files, batch_size=args.batch_size)
-    except (CorpusError, CheckpointError, TokenizerError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if suite:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(_jsonable(result), indent=1))
-        plots = write_plots(result, out)
-        if args.json:
-            print(json.dumps(_jsonable(result)))
-        else:
-            print(format_table(result))
-            print(f"wrote {out} and {', '.join(str(p) for p in plots)}")
-    elif args.json:
-        print(json.dumps(_jsonable(result)))
-    elif result["bytes"] == 0:
-        print("the files hold no bytes: nothing to score")
-    else:
-        print(
-            f"{result['bits_per_byte']:.4f} bits/byte over {result['bytes']:,} bytes "
-            f"({result['model_kind']}, step {result['checkpoint_step']}); zlib -9: {result['zlib_bits_per_byte']:.4f}"
-        )
-        if "m1_bits_per_byte" in result:
-            rate, per_token = result["m1_bits_per_byte"], result["bytes_per_token"]
-            print(f"M1's EqualInfoAC code: {rate:.4f} bits/byte, {per_token:.2f} bytes/token")
-    return 0
-
-
-def _byte_level(args: argparse.Namespace, loaded) -> int:
-    """Byte-level scoring of one or more checkpoints (token LMs exactly) and their ensemble."""
-    from hat.byteprob.bytelevel import byte_model, load_byte_model
-    from hat.byteprob.evaluate import score_files
-    from hat.evaluate import zlib_bits_per_byte
-
-    models = [byte_model(loaded), *(load_byte_model(path) for path in args.also)]
-    if args.weights and len(args.weights) != len(models):
-        raise ValueError(f"--weights needs {len(models)} values, one per checkpoint")
-    scores = score_files(models, args.files, args.ensemble, args.weights)
-    zlib_bpb = zlib_bits_per_byte(args.files)
-    if len(models) == 1 and not args.ensemble:
-        result = scores["models"][0] | {
-            "bytes": scores["bytes"],
-            "zlib_bits_per_byte": zlib_bpb,
-            "model_kind": loaded.config.model.kind,
-            "checkpoint_step": loaded.step,
-        }
-    else:
-        result = scores | {"zlib_bits_per_byte": zlib_bpb}
-    if args.json:
-        print(json.dumps(_jsonable(result)))
-        return 0
-    rows = scores["models"] + ([scores["ensemble"]] if scores["ensemble"] else [])
-    for row in rows:
-        canonical = row.get("bits_per_byte_canonical")
-        extra = f"  (canonical tokenisation: {canonical:.4f})" if canonical is not None else ""
-        print(f"{row['bits_per_byte']:.4f} bits/byte  {row['name']}{extra}")
-    print(f"{zlib_bpb:.4f} bits/byte  zlib -9 ({scores['bytes']:,} bytes)")
-    return 0
+    """The command with the CLI's error convention (a user error is one line and exit code 2)."""
+    return run(command, argv)
 
 
 if __name__ == "__main__":

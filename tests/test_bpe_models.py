@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from support import REPO, load_script
 
-from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, load_byte_model, text_bits
+from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, text_bits
 from hat.byteprob.flat import CachedFlatTokenModel, FlatTokenModel
 from hat.byteprob.models import log_softmax
 from hat.checkpoint import load_model
 from hat.config import load_config
 from hat.data.tokens import TokenSequences, encode_documents, tokens_in_memory
 from hat.evaluate import evaluate_files
+from hat.kinds import kind_of, load_byte_model
 from hat.text.bpe import EOT_ID, load_tokenizer
 
 FLAT = [
@@ -180,7 +181,7 @@ def test_bpe_config_needs_matching_vocab():
     from hat.config import ConfigError
 
     with pytest.raises(ConfigError, match="vocab_size"):
-        load_config(REPO / "configs/bpe_tiny.yaml", ["data.bpe.vocab_size=512"])
+        kind_of(load_config(REPO / "configs/bpe_tiny.yaml", ["data.bpe.vocab_size=512"]))
 
 
 def test_benchmark_functions_on_a_tiny_run(runs):

@@ -200,9 +200,10 @@ def test_bpe_lm_export_then_import_keeps_exact_byte_probabilities(tmp_path):
     """hat BPE LM -> HF Llama layout (with tokenizer.json) -> convert --to lm: the same byte-level model."""
     from flax import nnx
 
-    from hat.byteprob.bytelevel import load_byte_model, text_bits
+    from hat.byteprob.bytelevel import text_bits
     from hat.checkpoint.store import ParamStoreWriter, flatten_params
     from hat.convert.export import export_checkpoint
+    from hat.kinds import load_byte_model
     from hat.models import build_model
     from hat.text.bpe import train_tokenizer
 

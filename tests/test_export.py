@@ -30,7 +30,8 @@ LLAMA3_SCALING = (
 def flat_config(tied: bool) -> Config:
     """A tiny token LM with GQA (4 query heads, 2 kv heads) and Llama 3 RoPE scaling that bites at short range."""
     return load_config(None, [
-        "model.kind=token_lm", "model.vocab_size=61", "model.backbone.num_layers=2", "model.backbone.hidden_size=32",
+        "model.kind=token_lm", "data.format=bpe", "data.bpe.vocab_size=61", "model.vocab_size=61",
+        "model.backbone.num_layers=2", "model.backbone.hidden_size=32",
         "model.backbone.num_heads=4", "model.backbone.num_kv_heads=2", "model.backbone.mlp_hidden_size=48",
         "model.backbone.rope_theta=500000", LLAMA3_SCALING, f"model.tie_embeddings={str(tied).lower()}",
     ])  # fmt: skip

@@ -19,9 +19,9 @@ from flax import nnx
 from hat.checkpoint import LoadedModel, with_layer_layout
 from hat.config import Config, DataConfig, ModelConfig, PoolingConfig, TransformerConfig
 from hat.data.layout import fit_context, layout_context
-from hat.generate import DecodeSession, Sampling, generate_all
+from hat.generate import decode_session, generate_all
 from hat.models import build_model
-from hat.sampling import StopMatcher, Utf8Stream, filter_logits
+from hat.sampling import Sampling, StopMatcher, Utf8Stream, filter_logits
 from hat.text import split_words
 
 # Every test runs batches of three rows, so the cached steps compile once per model.
@@ -68,7 +68,7 @@ def uncached_forward(kind: str):
 @pytest.mark.parametrize("kind", ["hat", "byte_lm"])
 def test_cached_logits_equal_uncached_at_every_byte(kind):
     """Prompts of different lengths (one empty) in one batch, then the text fed byte by byte."""
-    session = DecodeSession(loaded_model(kind))
+    session = decode_session(loaded_model(kind))
     reference = uncached_forward(kind)
     contexts = [bytearray(TEXT[:5]), bytearray(), bytearray(TEXT[:40])]
     logits = session.start([bytes(c) for c in contexts])
@@ -175,7 +175,7 @@ def test_bad_requests_are_clear_errors():
         generate_all(loaded, [])
     token_cfg = dataclasses.replace(loaded.config, model=dataclasses.replace(loaded.config.model, kind="token_lm"))
     with pytest.raises(ValueError, match="token_lm"):
-        DecodeSession(dataclasses.replace(loaded, config=token_cfg))
+        decode_session(dataclasses.replace(loaded, config=token_cfg))
 
 
 def test_context_longer_than_the_window_keeps_recent_whole_words():
@@ -188,7 +188,7 @@ def test_context_longer_than_the_window_keeps_recent_whole_words():
     assert split_words(kept, max_word) == words[len(words) - len(split_words(kept, max_word)) :]
     assert fit_context(TEXT[:50], data.seq_bytes, data.max_words, max_word) == TEXT[:50]
 
-    session = DecodeSession(loaded)
+    session = decode_session(loaded)
     prompts = [long_prompt, *PROMPTS[1:]]
     np.testing.assert_allclose(
         np.asarray(session.start(prompts)), uncached_forward("hat")([kept, *PROMPTS[1:]]), atol=2e-5

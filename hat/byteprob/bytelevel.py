@@ -14,7 +14,7 @@ for a whole text at once (`text_logprobs`, teacher-forced) or along a growing te
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -24,10 +24,9 @@ import numpy as np
 from flax import nnx
 
 from hat.byteprob.exact import EOT_OUTCOME, NUM_OUTCOMES, ByteStream, TokenTable, text_logprobs
-from hat.byteprob.flat import CachedFlatTokenModel
 from hat.byteprob.models import TokenModel
-from hat.checkpoint import LoadedModel, load_model
-from hat.config import EOT_BYTE
+from hat.checkpoint import LoadedModel
+from hat.config import EOT_BYTE, Config
 from hat.data import PackedSequences, prepare_in_memory
 from hat.data.layout import layout_context
 from hat.text.bpe import BPETokenizer, load_tokenizer
@@ -232,59 +231,10 @@ def text_bits(rows: np.ndarray, data: bytes) -> float:
     return float(-rows[np.arange(len(data)), targets].sum() / math.log(2))
 
 
-def sample(
-    model: ByteLevelModel,
-    prompt: bytes,
-    max_new_bytes: int = 256,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    seed: int = 0,
-) -> Iterator[int]:
-    """Yields sampled bytes (not the prompt) until `max_new_bytes` or end-of-text (not yielded).
-
-    `temperature == 0` is greedy; `top_k > 0` samples among the k most likely outcomes.
-    """
-    if max_new_bytes < 0 or temperature < 0:
-        raise ValueError("max_new_bytes and temperature must be >= 0")
-    rng = np.random.default_rng(seed)
-    stream = model.stream(prompt)
-    for _ in range(max_new_bytes):
-        logq = stream.logprobs()
-        if temperature == 0:
-            value = int(np.argmax(logq))
-        else:
-            scores = logq / temperature
-            if top_k:
-                kth = np.sort(scores)[-top_k]
-                scores = np.where(scores < kth, -np.inf, scores)
-            probs = np.exp(scores - scores.max())
-            value = int(rng.choice(NUM_OUTCOMES, p=probs / probs.sum()))
-        if value == EOT_OUTCOME:
-            return
-        stream.push(value)
-        yield value
-
-
-def tokenizer_for(loaded: LoadedModel) -> BPETokenizer:
-    """The tokenizer of a BPE checkpoint: `data.bpe.tokenizer`, else `tokenizer.json` in the parameter store or
-    in the run's workdir."""
-    configured = loaded.config.data.bpe.tokenizer
-    if configured:
-        return load_tokenizer(configured)
-    beside = Path(loaded.path) / "tokenizer.json"  # a parameter store carries its tokenizer
-    return load_tokenizer(beside if beside.is_file() else Path(loaded.path).parent.parent / "tokenizer.json")
-
-
-def byte_model(loaded: LoadedModel) -> ByteLevelModel:
-    """A loaded checkpoint as a byte-level model: HAT and byte LM natively, a BPE token LM through exact byte
-    probabilities."""
-    if loaded.config.model.kind == "token_lm":
-        if loaded.config.data.format != "bpe":
-            raise ValueError(f"{loaded.path}: byte-level probabilities need a BPE token model (data.format: bpe)")
-        return TokenByteModel(CachedFlatTokenModel(loaded), tokenizer_for(loaded), f"token_lm:{loaded.path}")
-    return NativeByteModel(loaded)
-
-
-def load_byte_model(checkpoint: str | Path) -> ByteLevelModel:
-    """`byte_model` of the checkpoint at `checkpoint` (a run's workdir or one step directory)."""
-    return byte_model(load_model(checkpoint))
+def tokenizer_for(config: Config, path: str | Path) -> BPETokenizer:
+    """The tokenizer of the BPE checkpoint at `path` (trained with `config`): `data.bpe.tokenizer`, else
+    `tokenizer.json` in the parameter store or in the run's workdir."""
+    if config.data.bpe.tokenizer:
+        return load_tokenizer(config.data.bpe.tokenizer)
+    beside = Path(path) / "tokenizer.json"  # a parameter store carries its tokenizer
+    return load_tokenizer(beside if beside.is_file() else Path(path).parent.parent / "tokenizer.json")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hat.byteprob.bytelevel import ByteLevelModel, Ensemble, TokenByteModel, combine, text_bits
-from hat.evaluate import read_documents
+from hat.data.files import read_documents
 
 
 def score_files(

@@ -20,6 +20,7 @@ from flax import nnx
 
 from hat.byteprob.models import Prefix
 from hat.checkpoint import LoadedModel
+from hat.models import FlatLM
 from hat.text.bpe import EOT_ID
 
 
@@ -28,7 +29,7 @@ class FlatTokenModel:
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 16, cache_size: int = 4096) -> None:
         config = loaded.config
-        if config.model.kind != "token_lm":
+        if not isinstance(loaded.model, FlatLM):
             raise ValueError(f"FlatTokenModel needs a token_lm checkpoint, got model.kind {config.model.kind!r}")
         self.vocab_size = config.model.vocab_size
         self.context = config.data.bpe.seq_tokens
@@ -82,7 +83,7 @@ class FlatTokenModel:
 
 
 class CachedFlatTokenModel:
-    """`TokenModel` over a `token_lm` checkpoint with KV caches (`hat.decoding`): a prefix continues the cached
+    """`TokenModel` over a `token_lm` checkpoint with KV caches (`hat.models.decoding`): a prefix continues the cached
     state of its longest cached prefix, one decode step per new token, so streaming costs about one token step per
     byte instead of a forward pass over the whole context.
 
@@ -92,7 +93,7 @@ class CachedFlatTokenModel:
     """
 
     def __init__(self, loaded: LoadedModel, max_states: int = 128) -> None:
-        from hat.decoding import flat_decode, flat_prefill
+        from hat.models.decoding import flat_decode, flat_prefill
 
         self.fallback = FlatTokenModel(loaded)
         self.vocab_size, self.context = self.fallback.vocab_size, self.fallback.context

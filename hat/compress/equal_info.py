@@ -31,9 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hat.checkpoint import load_model
 from hat.compress.arithmetic import DEFAULT_PRECISION, Decoder, Encoder, quantize
 from hat.config import BYTE_VOCAB_SIZE, EOT_BYTE, to_dict
+from hat.data import CorpusError
 from hat.errors import HatError
+from hat.models import FlatLM
 
 
 class CorruptStreamError(HatError, ValueError):
@@ -88,11 +91,13 @@ class M1:
     @classmethod
     def from_checkpoint(cls, path: str, batch_size: int, max_window_bytes: int) -> M1:
         """Loads a flat byte LM (`model.kind: byte_lm`) trained by train.py."""
-        from hat.checkpoint import load_model
-
         loaded = load_model(path)
-        if loaded.config.model.kind != "byte_lm" or loaded.config.model.vocab_size != BYTE_VOCAB_SIZE:
-            raise ValueError(f"M1 must be a byte_lm over {BYTE_VOCAB_SIZE} bytes; {path} is {loaded.config.model.kind}")
+        # M1 reads windows as a flat causal LM over the 256 byte values.
+        if not isinstance(loaded.model, FlatLM) or loaded.config.model.vocab_size != BYTE_VOCAB_SIZE:
+            raise CorpusError(
+                f"data.eqinfo.m1_checkpoint {path} is a {loaded.config.model.kind} model; M1 must be a byte_lm over "
+                f"{BYTE_VOCAB_SIZE} bytes (train one with configs/m1_tiny.yaml)"
+            )
         return cls(loaded.model, to_dict(loaded.config.model), batch_size, max_window_bytes)
 
     def layout(self, rows: Sequence[bytes]) -> np.ndarray:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from hat.checkpoint import LoadedModel
 from hat.compress.data import compress_in_memory, load_m1, spec_from_config
 from hat.compress.equal_info import CorruptStreamError, decode_windows, tokens_to_windows
+from hat.sampling import DEFAULT_SAMPLING, Sampling, check_sampling, choose
 
 # M2 has no begin-of-text token; an empty prompt starts from a newline.
 EMPTY_PROMPT = b"\n"
@@ -20,14 +20,10 @@ MAX_RESAMPLES = 8
 
 
 def sample_eqinfo_bytes(
-    loaded: LoadedModel,
-    prompt: bytes,
-    max_new_bytes: int = 256,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    seed: int = 0,
+    loaded: LoadedModel, prompt: bytes, max_new_bytes: int = 256, sampling: Sampling = DEFAULT_SAMPLING
 ) -> Iterator[int]:
-    """Yields sampled bytes: M2 samples one window's tokens at a time, M1 decodes the window to its bytes.
+    """Yields sampled bytes: M2 samples one window's tokens at a time (`hat.sampling.choose`: temperature, top-k,
+    top-p, seeded), M1 decodes the window to its bytes.
 
     The prompt is compressed with M1 (its last window may hold fewer bytes than a greedy window would). The
     context is a fixed `[1, seq_tokens]` block, dropping whole windows from its front when full.
@@ -40,15 +36,13 @@ def sample_eqinfo_bytes(
     graphdef, params = nnx.split(loaded.model, nnx.Param)
 
     @jax.jit
-    def next_token(params, inputs, position, key):
-        logits_V = nnx.merge(graphdef, params)(inputs[None])[0, position]
-        if top_k:
-            kth = jax.lax.top_k(logits_V, top_k)[0][-1]
-            logits_V = jnp.where(logits_V < kth, -jnp.inf, logits_V)
-        sampled = jax.random.categorical(key, logits_V / jnp.maximum(temperature, 1e-6))
-        return jnp.where(temperature == 0, jnp.argmax(logits_V), sampled)
+    def next_logits(params, inputs, position):
+        return nnx.merge(graphdef, params)(inputs[None])[:, position]
 
-    key = jax.random.key(seed)
+    check_sampling(sampling.temperature, sampling.top_k, sampling.top_p, config.model.vocab_size)
+    settings = sampling.device_args()
+    key = jax.random.key(sampling.seed)
+    step = 0
     produced, failures = 0, 0
     while produced < max_new_bytes and failures < MAX_RESAMPLES:
         window_tokens: list[int] = []
@@ -58,8 +52,9 @@ def sample_eqinfo_bytes(
             visible = full[-(-max(len(full) - seq_tokens, 0) // per) * per :]
             inputs = np.zeros(seq_tokens, np.int32)
             inputs[: len(visible)] = visible
-            key, subkey = jax.random.split(key)
-            window_tokens.append(int(next_token(params, inputs, len(visible) - 1, subkey)))
+            logits_1xV = next_logits(params, inputs, len(visible) - 1)
+            window_tokens.append(int(choose(logits_1xV, jax.random.fold_in(key, step), *settings)[0]))
+            step += 1
         try:
             (text,) = decode_windows(m1, tokens_to_windows(np.asarray(window_tokens), spec), spec)
         except CorruptStreamError:

@@ -1,8 +1,9 @@
 """Export a hat checkpoint as a standalone `config.json` + safetensors directory.
 
-- Flat models (`kind: byte_lm` / `token_lm`) -> the Hugging Face Llama layout, loadable with
-  `transformers.LlamaForCausalLM.from_pretrained(OUT_DIR)`.
-- HAT (`kind: hat`) -> the released TFree-HAT layout (`hat.convert.released`).
+Each model kind names its layout (`hat.kinds`, `export_format`):
+- flat models (byte LM, token LMs) -> the Hugging Face Llama layout, loadable with
+  `transformers.LlamaForCausalLM.from_pretrained(OUT_DIR)`;
+- HAT -> the released TFree-HAT layout (`hat.convert.released`).
 
 Only parameters are written (never optimizer state), in float32 or bfloat16, sharded like HF's `save_pretrained`
 when larger than `max_shard_size`. The directory appears only when complete (written under a hidden name, then
@@ -33,11 +34,11 @@ from hat.checkpoint.store import (
     read_manifest,
     staging_dir,
 )
-from hat.config import EOT_BYTE, Config
+from hat.config import Config
 from hat.convert.layout import llama_layer_names, to_torch
 from hat.convert.released import hat_to_released, released_config_json, released_fillers, released_rows
 from hat.convert.safetensors_io import ShardedWriter, parse_size
-from hat.text.bpe import EOT_ID
+from hat.kinds import kind_of
 
 # jnp.bfloat16 is ml_dtypes' numpy bfloat16, which safetensors writes as BF16.
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(jnp.bfloat16)}
@@ -54,9 +55,7 @@ def hf_llama_config(config: Config, torch_dtype: str, special_ids: dict[str, int
             "model.backbone.sliding_window is set: HF Llama has no sliding window (export needs sliding_window: null)"
         )
     # Positions the model was trained at; with Llama 3 scaling, the context the scaling was made for.
-    max_positions = config.data.bpe.seq_tokens if config.data.format == "bpe" else config.data.seq_bytes
-    if config.data.format == "eqinfo":
-        max_positions = config.data.eqinfo.seq_tokens
+    max_positions = kind_of(config).sequence_length(config)
     rope_scaling = None
     if stack.rope_scaling is not None:
         rope_scaling = {"rope_type": "llama3", **dataclasses.asdict(stack.rope_scaling)}
@@ -116,11 +115,8 @@ def _special_ids(config: Config, source: Path) -> dict[str, int | None]:
         manifest = read_manifest(source)
         if "eos_token_id" in manifest or "bos_token_id" in manifest:
             return {key: manifest.get(key) for key in ("bos_token_id", "eos_token_id")}
-    if config.model.kind == "byte_lm":
-        return {"bos_token_id": EOT_BYTE, "eos_token_id": EOT_BYTE}
-    if config.data.format == "bpe":
-        return {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID}
-    return {"bos_token_id": None, "eos_token_id": None}
+    end_of_text = kind_of(config).end_of_text_id(config)
+    return {"bos_token_id": end_of_text, "eos_token_id": end_of_text}
 
 
 def find_tokenizer(config: Config, source: Path) -> Path | None:
@@ -131,13 +127,16 @@ def find_tokenizer(config: Config, source: Path) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def resolve_format(kind: str, fmt: str) -> str:
-    """`auto` -> `released` for HAT, `hf` for flat models; an explicit format must fit the model kind."""
+def resolve_format(config: Config, fmt: str) -> str:
+    """`auto` -> the kind's export format (`released` for HAT, `hf` for flat models); an explicit format must be
+    that one."""
     if fmt not in FORMATS:
         raise ConversionError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
-    natural = "released" if kind == "hat" else "hf"
+    natural = kind_of(config).export_format
     if fmt not in ("auto", natural):
-        raise ConversionError(f"format {fmt!r} cannot hold a model.kind {kind!r} model (use --format {natural})")
+        raise ConversionError(
+            f"format {fmt!r} cannot hold a model.kind {config.model.kind!r} model (use --format {natural})"
+        )
     return natural
 
 
@@ -163,7 +162,7 @@ def export_checkpoint(
         loaded = load_model(checkpoint, scan_layers=False)  # per-layer names, whatever the training layout
         config, source = loaded.config, Path(loaded.path)
         flat = flatten_params(nnx.state(loaded.model, nnx.Param))
-    fmt = resolve_format(config.model.kind, fmt)
+    fmt = resolve_format(config, fmt)
     if fmt == "hf":
         config_json = hf_llama_config(config, dtype, _special_ids(config, Path(checkpoint)))
         tensors = hf_llama_tensors

@@ -61,7 +61,7 @@ def out_proj_to_linear(kernel_NxHxD: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(kernel_NxHxD.reshape(-1, kernel_NxHxD.shape[-1]).T)
 
 
-# Llama layer: PyTorch sub-name -> (hat sub-name, kind). Kinds: "q"/"kv" in-projections, "o" out-projection,
+# Llama layer: PyTorch sub-name -> (hat sub-name, role). Roles: "q"/"kv" in-projections, "o" out-projection,
 # "dense" (plain transpose), "norm" (vector, `weight` -> `scale`).
 LLAMA_LAYER = {
     "input_layernorm.weight": ("input_layernorm.scale", "norm"),
@@ -81,39 +81,39 @@ LLAMA_LAYER_QK_NORM = {
 }
 
 
-def to_hat(kind: str, weight: np.ndarray, shape: HeadShape) -> np.ndarray:
+def to_hat(role: str, weight: np.ndarray, shape: HeadShape) -> np.ndarray:
     """One PyTorch-layout tensor -> its hat layout (attention projections must match `shape`'s geometry)."""
-    if kind in ("q", "kv", "o"):
-        heads = shape.kv_heads if kind == "kv" else shape.heads
-        inner = weight.shape[1] if kind == "o" else weight.shape[0]
+    if role in ("q", "kv", "o"):
+        heads = shape.kv_heads if role == "kv" else shape.heads
+        inner = weight.shape[1] if role == "o" else weight.shape[0]
         if inner != heads * shape.head_dim:
             raise ValueError(
-                f"{kind} projection of shape {tuple(weight.shape)} does not hold {heads} heads x {shape.head_dim}"
+                f"{role} projection of shape {tuple(weight.shape)} does not hold {heads} heads x {shape.head_dim}"
             )
-    if kind == "q":
+    if role == "q":
         return linear_to_in_proj(weight, shape.heads)
-    if kind == "kv":
+    if role == "kv":
         return linear_to_in_proj(weight, shape.kv_heads)
-    if kind == "o":
+    if role == "o":
         return linear_to_out_proj(weight, shape.heads)
-    if kind == "dense":
+    if role == "dense":
         return linear_to_kernel(weight)
-    if kind in ("norm", "copy"):
+    if role in ("norm", "copy"):
         return np.asarray(weight)
-    raise ValueError(f"unknown tensor kind {kind!r}")
+    raise ValueError(f"unknown tensor role {role!r}")
 
 
-def to_torch(kind: str, kernel: np.ndarray) -> np.ndarray:
+def to_torch(role: str, kernel: np.ndarray) -> np.ndarray:
     """One hat tensor -> its PyTorch layout (the inverse of `to_hat`)."""
-    if kind in ("q", "kv"):
+    if role in ("q", "kv"):
         return in_proj_to_linear(kernel)
-    if kind == "o":
+    if role == "o":
         return out_proj_to_linear(kernel)
-    if kind == "dense":
+    if role == "dense":
         return kernel_to_linear(kernel)
-    if kind in ("norm", "copy"):
+    if role in ("norm", "copy"):
         return np.asarray(kernel)
-    raise ValueError(f"unknown tensor kind {kind!r}")
+    raise ValueError(f"unknown tensor role {role!r}")
 
 
 def llama_layer_names(qk_norm: bool = False) -> dict[str, tuple[str, str]]:

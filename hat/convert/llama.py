@@ -28,6 +28,8 @@ from hat.checkpoint.store import ConversionError, ParamStoreWriter, flatten_para
 from hat.config import Config, RopeScalingConfig, TransformerConfig
 from hat.convert.layout import HeadShape, llama_layer_names, to_hat
 from hat.convert.safetensors_io import SafetensorsDir
+from hat.kinds import kind_of
+from hat.kinds.hat_bytes import HatKind
 from hat.models import build_model
 
 SUPPORTED_MODEL_TYPES = ("llama",)
@@ -127,7 +129,7 @@ def lm_config(spec: LlamaSpec, base: Config | None = None) -> Config:
 
 def hat_config(spec: LlamaSpec, base: Config) -> Config:
     """`base` (a HAT run config: encoder, pooling, decoder sizes) with the Llama's blocks as its backbone."""
-    if base.model.kind != "hat":
+    if not isinstance(kind_of(base), HatKind):
         raise ConversionError(f"--to hat needs a HAT config (model.kind: hat), got kind {base.model.kind!r}")
     model = dataclasses.replace(base.model, backbone=spec.stack, scan_layers=False)
     return dataclasses.replace(base, model=model)
@@ -138,8 +140,8 @@ def _layer_tensors(
 ) -> Iterator[tuple[str, np.ndarray]]:
     shape = HeadShape.of(stack)
     for index in range(stack.num_layers):
-        for hf_name, (hat_name, kind) in llama_layer_names().items():
-            yield f"{hat_prefix}{index}.{hat_name}", to_hat(kind, weights.read(f"{hf_prefix}{index}.{hf_name}"), shape)
+        for hf_name, (hat_name, role) in llama_layer_names().items():
+            yield f"{hat_prefix}{index}.{hat_name}", to_hat(role, weights.read(f"{hf_prefix}{index}.{hf_name}"), shape)
 
 
 def _check_shapes(weights: SafetensorsDir, spec: LlamaSpec, with_head: bool) -> None:

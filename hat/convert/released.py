@@ -28,6 +28,8 @@ from hat.checkpoint.store import ConversionError, ParamStoreWriter, model_param_
 from hat.config import EOT_BYTE, Config, ModelConfig, PoolingConfig, RopeScalingConfig, TransformerConfig
 from hat.convert.layout import HeadShape, llama_layer_names, to_hat, to_torch
 from hat.convert.safetensors_io import SafetensorsDir
+from hat.kinds import kind_of
+from hat.kinds.hat_bytes import HatKind
 from hat.models.hat import pooling_head_dim
 
 MODEL_TYPE = "hierarchical_autoregressive_transformer"
@@ -41,11 +43,11 @@ VECTOR = "vector"
 
 @dataclass(frozen=True)
 class Row:
-    """One tensor present on both sides: hat name, released name, layout kind, attention geometry."""
+    """One tensor present on both sides: hat name, released name, layout role, attention geometry."""
 
     hat: str
     released: str
-    kind: str
+    role: str
     heads: HeadShape | None = None
 
 
@@ -56,8 +58,8 @@ def _cross_heads(cfg: ModelConfig) -> HeadShape:
 def _llama_rows(hat_prefix: str, released_prefix: str, cfg: TransformerConfig) -> list[Row]:
     heads = HeadShape.of(cfg)
     return [
-        Row(hat_prefix + hat_name, released_prefix + torch_name, kind, heads)
-        for torch_name, (hat_name, kind) in llama_layer_names(cfg.qk_norm).items()
+        Row(hat_prefix + hat_name, released_prefix + torch_name, role, heads)
+        for torch_name, (hat_name, role) in llama_layer_names(cfg.qk_norm).items()
     ]
 
 
@@ -126,31 +128,31 @@ def _ignorable(cfg: ModelConfig) -> set[str]:
     return names
 
 
-def released_shape(kind: str, hat_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The released (PyTorch) shape of a tensor of kind `kind` whose hat shape is `hat_shape`."""
-    if kind in ("q", "kv"):
+def released_shape(role: str, hat_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The released (PyTorch) shape of a tensor of role `role` whose hat shape is `hat_shape`."""
+    if role in ("q", "kv"):
         return (int(np.prod(hat_shape[1:])), hat_shape[0])
-    if kind == "o":
+    if role == "o":
         return (hat_shape[-1], int(np.prod(hat_shape[:-1])))
-    if kind == "dense":
+    if role == "dense":
         return tuple(reversed(hat_shape))
-    if kind == VECTOR:
+    if role == VECTOR:
         return (1, 1, *hat_shape)
     return tuple(hat_shape)
 
 
 def hat_to_released(row: Row, array: np.ndarray) -> np.ndarray:
     """One hat parameter -> its released layout."""
-    if row.kind == VECTOR:
+    if row.role == VECTOR:
         return np.asarray(array).reshape(1, 1, -1)
-    return to_torch(row.kind, np.asarray(array))
+    return to_torch(row.role, np.asarray(array))
 
 
 def released_to_hat(row: Row, weight: np.ndarray) -> np.ndarray:
     """One released tensor -> its hat layout."""
-    if row.kind == VECTOR:
+    if row.role == VECTOR:
         return weight.reshape(-1)
-    return to_hat(row.kind, weight, row.heads)
+    return to_hat(row.role, weight, row.heads)
 
 
 # ---- config.json ----------------------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def _cross_json(cfg: ModelConfig, q_dim: int, kv_dim: int, qk_norm: bool) -> dic
 def released_config_json(config: Config, torch_dtype: str) -> dict[str, Any]:
     """The released-format config.json of a hat HAT run config; refuses what the format cannot express."""
     cfg = config.model
-    if cfg.kind != "hat":
+    if not isinstance(kind_of(config), HatKind):
         raise ConversionError(f"model.kind is {cfg.kind!r}: the released HAT format holds kind 'hat' models only")
     if cfg.pooling.rope_theta != cfg.encoder.rope_theta:
         raise ConversionError(
@@ -397,7 +399,7 @@ def import_released(released_dir: str | Path, out_dir: str | Path) -> Path:
             f"{len(unexpected)} tensors hat cannot represent, e.g. {unexpected[:3]} (does config.json match?)"
         )
     for row in rows:
-        expected = released_shape(row.kind, hat_shapes[row.hat])
+        expected = released_shape(row.role, hat_shapes[row.hat])
         if row.released not in tensors.files:
             problems.append(f"missing tensor {row.released}")
         elif (shape := tensors.shape(row.released)) != expected:

@@ -10,6 +10,8 @@ Both are pure functions of their `nnx.Param`s (no other state), so `nnx.split(mo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flax import nnx
@@ -21,6 +23,7 @@ from hat.models.lm import FlatLM
 from hat.models.sharding import logical_axes, make_param
 
 __all__ = [
+    "ARCHITECTURES",
     "HAT",
     "FlatLM",
     "build_model",
@@ -43,12 +46,8 @@ _PARAM_GROUPS = {
 
 
 def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> HAT | FlatLM:
-    """`HAT` when `cfg.kind == "hat"`; `FlatLM` for `"byte_lm"` (over bytes) and `"token_lm"` (over tokens)."""
-    if cfg.kind == "hat":
-        return HAT(cfg, rngs=rngs)
-    if cfg.kind in ("byte_lm", "token_lm"):
-        return FlatLM(cfg, rngs=rngs)
-    raise ValueError(f"unknown model kind {cfg.kind!r}; expected 'hat', 'byte_lm' or 'token_lm'")
+    """The network of `cfg.kind` (`ARCHITECTURES`): `HAT`, or `FlatLM` over bytes or tokens."""
+    return ARCHITECTURES[cfg.kind].network(cfg, rngs=rngs)
 
 
 def convert_layer_layout(params: dict[str, Any], scan_layers: bool) -> dict[str, Any]:
@@ -99,28 +98,53 @@ def _layer_flops(cfg: TransformerConfig, context: float) -> float:
     return projections + mlp + attention
 
 
-def flops_per_byte(cfg: ModelConfig, seq_bytes: int, bytes_per_word: float) -> float:
-    """Forward matmul FLOPs per byte for sequences of `seq_bytes` bytes (`seq_bytes / bytes_per_word` words).
+def _stack_flops(tcfg: TransformerConfig, length: float) -> float:
+    return tcfg.num_layers * _layer_flops(tcfg, _mean_context(length, tcfg.sliding_window))
 
-    Counts every projection, the attention score and value products (causal: each query sees its mean number of
-    keys, capped by a sliding window) and the byte head; not the embedding lookups, norms or softmaxes.
-    Backward is about twice this.
-    """
 
-    def stack(tcfg: TransformerConfig, length: float) -> float:
-        return tcfg.num_layers * _layer_flops(tcfg, _mean_context(length, tcfg.sliding_window))
+def _flat_flops(cfg: ModelConfig, seq_len: int, units_per_word: float) -> float:
+    """Per unit (byte or token) of a flat LM: its stack over `seq_len` positions and the head."""
+    return _stack_flops(cfg.backbone, seq_len) + 2 * cfg.backbone.hidden_size * cfg.vocab_size
 
-    if cfg.kind in ("byte_lm", "token_lm"):
-        return stack(cfg.backbone, seq_bytes) + 2 * cfg.backbone.hidden_size * cfg.vocab_size
+
+def _hat_flops(cfg: ModelConfig, seq_bytes: int, bytes_per_word: float) -> float:
+    """Per byte of a HAT: byte-level stacks, pooling and head per byte; backbone and cross-attention per word."""
     enc, pool, dec = cfg.encoder.hidden_size, cfg.pooling, cfg.decoder.hidden_size
     head_dim, width = pooling_head_dim(cfg), cfg.backbone.hidden_size
-    per_byte = stack(cfg.encoder, seq_bytes) + stack(cfg.decoder, seq_bytes) + 2 * dec * cfg.vocab_size
+    per_byte = _stack_flops(cfg.encoder, seq_bytes) + _stack_flops(cfg.decoder, seq_bytes) + 2 * dec * cfg.vocab_size
     # Pooling: k and v of every byte, plus one score and one weighted value per byte and head.
     per_byte += 2 * 2 * enc * pool.num_kv_heads * head_dim + 2 * 2 * pool.num_heads * head_dim
     cross_layers = cfg.decoder.num_layers if cfg.cross_attn_every_layer else min(cfg.decoder.num_layers, 1)
     per_word = (
-        stack(cfg.backbone, seq_bytes / bytes_per_word)
+        _stack_flops(cfg.backbone, seq_bytes / bytes_per_word)
         + 2 * pool.num_heads * head_dim * width
         + cross_layers * (2 * width * pool.num_kv_heads * head_dim + 2 * pool.num_heads * head_dim * dec)
     )
     return per_byte + per_word / bytes_per_word
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A network family: its module and its forward FLOPs per input unit."""
+
+    network: Callable[..., HAT | FlatLM]
+    flops: Callable[[ModelConfig, int, float], float]
+
+
+# `model.kind` -> network. What a run does with it (data, scoring, sampling, export) is `hat.kinds`' business.
+ARCHITECTURES = {
+    "hat": Architecture(HAT, _hat_flops),
+    "byte_lm": Architecture(FlatLM, _flat_flops),
+    "token_lm": Architecture(FlatLM, _flat_flops),
+}
+
+
+def flops_per_byte(cfg: ModelConfig, seq_bytes: int, bytes_per_word: float) -> float:
+    """Forward matmul FLOPs per input unit (a byte; a token for token LMs) for sequences of `seq_bytes` units
+    (`seq_bytes / bytes_per_word` words for a HAT; flat LMs ignore `bytes_per_word`).
+
+    Counts every projection, the attention score and value products (causal: each query sees its mean number of
+    keys, capped by a sliding window) and the head; not the embedding lookups, norms or softmaxes.
+    Backward is about twice this.
+    """
+    return ARCHITECTURES[cfg.kind].flops(cfg, seq_bytes, bytes_per_word)

@@ -6,37 +6,30 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from hat.config import Config
-from hat.models import count_params, flops_per_byte
-from hat.train.loop import abstract_state, sequence_length, setup_training, step_flops
-
-BATCH_FIELDS = {
-    "inputs": jnp.int32,
-    "targets": jnp.int32,
-    "word_ids": jnp.int32,
-    "loss_mask": jnp.float32,
-    "text_mask": jnp.float32,
-}
+from hat.kinds import kind_of
+from hat.models import count_params
+from hat.train.loop import abstract_state, setup_training, step_flops
 
 
 def dry_run(config: Config) -> dict[str, Any]:
     """Lowers and compiles one train step on the configured mesh; returns counts, FLOPs and memory per device."""
+    kind = kind_of(config)
     setup = setup_training(config)
     state = abstract_state(setup)
-    shape = (config.train.batch_size, sequence_length(config))
-    fields = BATCH_FIELDS | ({"target_bytes": jnp.float32} if config.data.format != "bytes" else {})
-    batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=setup.shardings.batch) for key, dtype in fields.items()}
+    shape = (config.train.batch_size, kind.sequence_length(config))
+    batch = {
+        key: jax.ShapeDtypeStruct(shape, dtype, sharding=setup.shardings.batch)
+        for key, dtype in kind.batch_fields().items()
+    }
     compiled = setup.train_step.lower(state["params"], state["opt_state"], batch).compile()
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     sizes = count_params(nnx.merge(setup.graphdef, setup.abstract_params))
-    data, length = config.data, sequence_length(config)
-    bytes_per_word = length / data.max_words if config.model.kind == "hat" else 1.0
     per_device = {
         "arguments": memory.argument_size_in_bytes,
         "outputs": memory.output_size_in_bytes,
@@ -52,7 +45,7 @@ def dry_run(config: Config) -> dict[str, Any]:
         "devices": int(np.prod(list(setup.rules.mesh.shape.values()))),
         "params": sizes,
         # Per byte for byte models, per token for token models.
-        "flops_per_byte_forward": flops_per_byte(config.model, length, bytes_per_word),
+        "flops_per_byte_forward": kind.forward_flops_per_unit(config),
         "model_flops_per_step": step_flops(config),
         "compiled_flops_per_device": float(cost.get("flops", float("nan"))) if cost else float("nan"),
         "memory_per_device_bytes": per_device,

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import optax
 import yaml
 from flax import nnx
@@ -25,17 +24,16 @@ from tqdm import tqdm
 from hat import data as hat_data
 from hat.checkpoint import Checkpointer, CheckpointError, ConversionError, open_params
 from hat.config import Config, to_dict
-from hat.data.run import RunData, cache_directory, split_run_documents
 from hat.errors import HatError
-from hat.models import build_model, count_params, flops_per_byte
+from hat.kinds import kind_of
+from hat.models import build_model, count_params
+from hat.models.objective import evaluate_source, global_batch, make_eval_step
 from hat.models.sharding import ShardingRules
 from hat.train.mesh import build_mesh, build_rules, initialize_distributed, measure_matmul_peak
 from hat.train.metrics import MetricWriter
 from hat.train.step import (
-    LN2,
     StepShardings,
     learning_rate_schedule,
-    make_eval_step,
     make_optimizer,
     make_train_step,
     state_shardings,
@@ -44,30 +42,6 @@ from hat.train.step import (
 
 class TrainingError(HatError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
-
-
-def prepare_data(config: Config) -> RunData:
-    """Resolves the corpus, splits it by file and prepares both parts as tensorstore arrays (cached)."""
-    if config.data.format == "bpe":
-        from hat.data.tokens import prepare_bpe_data
-
-        return prepare_bpe_data(config)
-    if config.data.format == "eqinfo":
-        from hat.compress.data import prepare_eqinfo_data
-
-        return prepare_eqinfo_data(config)
-    data_cfg = config.data
-    train_docs, heldout_docs = split_run_documents(config)
-    cache_dir = cache_directory(config)
-    max_word = config.model.max_word_bytes
-    train = hat_data.prepare_corpus(train_docs, cache_dir, max_word, name="train")
-    if train.num_words == 0:
-        raise hat_data.CorpusError(f"the training files of data.corpus={data_cfg.corpus!r} hold no bytes")
-    heldout = hat_data.prepare_corpus(heldout_docs, cache_dir, max_word, name="heldout") if heldout_docs else None
-    pack = lambda corpus: hat_data.PackedSequences.build(corpus, data_cfg.seq_bytes, data_cfg.max_words)
-    return RunData(
-        pack(train), pack(heldout) if heldout else None, len(train_docs), len(heldout_docs), train.num_text_bytes
-    )
 
 
 @dataclass
@@ -149,33 +123,6 @@ def abstract_state(setup: TrainSetup) -> dict[str, Any]:
     return {"params": params, "opt_state": opt_state}
 
 
-def global_batch(local: dict[str, np.ndarray], shardings: StepShardings) -> dict[str, jax.Array]:
-    """Assembles every process's rows into global arrays sharded over the batch axes."""
-    return {key: jax.make_array_from_process_local_data(shardings.batch, value) for key, value in local.items()}
-
-
-def evaluate_source(
-    eval_step: Any,
-    params: nnx.State,
-    source: hat_data.PackedSequences,
-    batch_size: int,
-    max_sequences: int = 0,
-    shardings: StepShardings | None = None,
-) -> dict[str, float]:
-    """Exact held-out totals over `source`: bits per text byte, and nats per target (EOT included)."""
-    totals = {"text_nats": 0.0, "text_bytes": 0.0, "nats": 0.0, "targets": 0.0}
-    process = (jax.process_index(), jax.process_count()) if shardings is not None else (0, 1)
-    for local in hat_data.eval_batches(source, batch_size, max_sequences, *process):
-        out = eval_step(params, global_batch(local, shardings) if shardings is not None else local)
-        for key in totals:
-            totals[key] += float(out[key])
-    return {
-        "bits_per_byte": totals["text_nats"] / max(totals["text_bytes"], 1.0) / LN2,
-        "loss": totals["nats"] / max(totals["targets"], 1.0),
-        "bytes": totals["text_bytes"],
-    }
-
-
 def _check_resumable(config: Config, meta: dict[str, Any]) -> None:
     saved_model, model = dict(meta["config"]["model"]), to_dict(config)["model"]
     if saved_model != model:
@@ -186,38 +133,26 @@ def _check_resumable(config: Config, meta: dict[str, Any]) -> None:
         )
 
 
-def sequence_length(config: Config) -> int:
-    """Units (bytes or tokens) per training sequence of the configured data format."""
-    if config.data.format == "bpe":
-        return config.data.bpe.seq_tokens
-    if config.data.format == "eqinfo":
-        return config.data.eqinfo.seq_tokens
-    return config.data.seq_bytes
-
-
 def step_flops(config: Config) -> float:
     """Model FLOPs of one training step (forward + backward = 3x forward) at the configured shapes.
 
     A frozen layer stack (`train.freeze`) has no weight gradients: its backward pass is one forward's worth
     (activation gradients only), so it counts 2x forward instead of 3x.
     """
-    data, length = config.data, sequence_length(config)
-    # The HAT backbone runs every word slot, used or not, so the step costs max_words slots per sequence.
-    bytes_per_unit = length / data.max_words if config.model.kind == "hat" else 1.0
-
-    def forward(model: Any) -> float:
-        return flops_per_byte(model, length, bytes_per_unit)
+    kind = kind_of(config)
+    forward = lambda model: kind.forward_flops_per_unit(config, model)  # noqa: E731
 
     frozen = 0.0
     for part in set(config.train.freeze) & {"encoder", "backbone", "decoder"}:
         stack = getattr(config.model, part)
         without = dataclasses.replace(config.model, **{part: dataclasses.replace(stack, num_layers=0)})
         frozen += forward(config.model) - forward(without)
-    return (3.0 * forward(config.model) - frozen) * length * config.train.batch_size
+    return (3.0 * forward(config.model) - frozen) * kind.sequence_length(config) * config.train.batch_size
 
 
 def train(config: Config) -> dict[str, float]:
     """Runs (or resumes) training as configured; returns the final held-out metrics."""
+    kind_of(config)  # the kind's own config checks, before anything is started or written
     initialize_distributed(config.distributed)
     is_primary = jax.process_index() == 0
     workdir = Path(config.workdir)
@@ -225,7 +160,7 @@ def train(config: Config) -> dict[str, float]:
     if is_primary:
         (workdir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     cfg = config.train
-    run_data = prepare_data(config)
+    run_data = kind_of(config).prepare_data(config)
     setup = setup_training(config)
 
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)

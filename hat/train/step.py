@@ -6,7 +6,6 @@ The NNX module is split once into a static graph definition and a parameter pytr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +17,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from hat.config import TrainConfig
+from hat.models.objective import LN2, Batch, forward_fn, loss_sums, token_losses
 from hat.models.sharding import ShardingRules, activation_sharding, constrain
-
-Batch = dict[str, jax.Array]
-LN2 = math.log(2.0)
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -77,25 +74,6 @@ def part_labels(label_of: Callable[[str], str]) -> Callable[[Any], Any]:
     return labels
 
 
-def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-    """Per-position next-byte cross-entropy in nats (float32)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32), targets_BxT)
-
-
-def _forward_fn(graphdef: nnx.GraphDef, num_words: int) -> Callable[[nnx.State, Batch], jax.Array]:
-    def forward(params: nnx.State, batch: Batch) -> jax.Array:
-        model = nnx.merge(graphdef, params)
-        return model(batch["inputs"], batch["word_ids"], num_words=num_words)
-
-    return forward
-
-
-def target_bytes(batch: Batch) -> jax.Array:
-    """Bytes of original text each target stands for: `batch["target_bytes"]` for token data (a BPE token or a
-    compressed-text token covers several bytes), else the text mask (one byte per byte target)."""
-    return batch["target_bytes"] if "target_bytes" in batch else batch["text_mask"]
-
-
 @dataclass(frozen=True)
 class StepShardings:
     """Where the train state and batches live on the mesh: trees of `NamedSharding` (or prefixes of them)."""
@@ -124,34 +102,6 @@ def state_shardings(
     return StepShardings(param_shardings, opt_shardings, batch, replicated)
 
 
-def _sums(nll_BxT: jax.Array, batch: Batch) -> dict[str, jax.Array]:
-    return {
-        "text_nats": (nll_BxT * batch["text_mask"]).sum(),
-        "text_bytes": target_bytes(batch).sum(),
-        "nats": (nll_BxT * batch["loss_mask"]).sum(),
-        "targets": batch["loss_mask"].sum(),
-    }
-
-
-def make_eval_step(
-    graphdef: nnx.GraphDef,
-    num_words: int,
-    rules: ShardingRules | None = None,
-    shardings: StepShardings | None = None,
-) -> Callable[..., Any]:
-    """Jitted `eval_step(params, batch)`: summed NLL (nats) of text targets and the text bytes they cover, and of
-    all targets, so callers can aggregate exactly over many batches."""
-    forward = _forward_fn(graphdef, num_words)
-
-    def eval_step(params: nnx.State, batch: Batch) -> dict[str, jax.Array]:
-        with activation_sharding(rules):
-            return _sums(token_losses(forward(params, batch), batch["targets"]), batch)
-
-    if shardings is None:
-        return jax.jit(eval_step)
-    return jax.jit(eval_step, in_shardings=(shardings.params, shardings.batch), out_shardings=shardings.replicated)
-
-
 def make_train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
@@ -172,12 +122,12 @@ def make_train_step(
     (gradient accumulation); the loss is normalised by the whole batch's targets, so the update equals the
     one-batch update up to float summation order.
     """
-    forward = _forward_fn(graphdef, num_words)
+    forward = forward_fn(graphdef, num_words)
 
     def summed_nll(params: nnx.State, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
         if frozen:
             params = nnx.State({k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()})
-        sums = _sums(token_losses(forward(params, batch), batch["targets"]), batch)
+        sums = loss_sums(token_losses(forward(params, batch), batch["targets"]), batch)
         return sums["nats"], sums
 
     grad_fn = jax.grad(summed_nll, has_aux=True)

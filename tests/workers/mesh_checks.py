@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from hat.config import load_config  # noqa: E402
+from hat.kinds import kind_of  # noqa: E402
 from hat.train import loop  # noqa: E402
 from hat.train.metrics import read_metrics  # noqa: E402
 from hat.train.step import make_train_step, state_shardings  # noqa: E402
@@ -48,7 +49,7 @@ def check_step(workdir: Path) -> dict:
     """One train step on one device and on each mesh from the same state and batch: loss and parameter gaps."""
     base = [f"workdir={workdir}", "data.corpus=['" + str(Path(json.__file__).parent) + "']", *TINY]
     config = load_config(None, base)
-    run_data = loop.prepare_data(config)
+    run_data = kind_of(config).prepare_data(config)
     batch = {k: np.stack([run_data.train[i][k] for i in range(8)]) for k in run_data.train[0]}
     setup = loop.setup_training(config)
     host_params = jax.device_get(loop.init_state(config, setup)[0])

@@ -1,0 +1,59 @@
+"""What the models over raw bytes (`data.format: bytes`) share: packed byte windows, byte scoring, native
+byte-level distributions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hat import data as hat_data
+from hat.byteprob.bytelevel import ByteLevelModel, NativeByteModel
+from hat.checkpoint import LoadedModel
+from hat.config import Config
+from hat.data.layout import fit_context
+from hat.data.run import RunData, cache_directory, split_run_documents
+from hat.kinds.base import ModelKind, Scorer
+
+
+class ByteScorer(Scorer):
+    """Files packed into byte windows exactly as training packs them (`hat.data.pipeline`)."""
+
+    def source(self, texts: Sequence[bytes]) -> tuple[hat_data.PackedSequences, dict[str, float]]:
+        corpus = hat_data.prepare_in_memory(list(texts), self.config.model.max_word_bytes)
+        return hat_data.PackedSequences.build(corpus, self.config.data.seq_bytes, self.config.data.max_words), {}
+
+
+def prepare_byte_data(config: Config) -> RunData:
+    """A run's data for `data.format: bytes`: split by file, words as tensorstore arrays (cached), packed."""
+    train_docs, heldout_docs = split_run_documents(config)
+    cache_dir, max_word, data_cfg = cache_directory(config), config.model.max_word_bytes, config.data
+    train = hat_data.prepare_corpus(train_docs, cache_dir, max_word, name="train")
+    if train.num_words == 0:
+        raise hat_data.CorpusError(f"the training files of data.corpus={data_cfg.corpus!r} hold no bytes")
+    heldout = hat_data.prepare_corpus(heldout_docs, cache_dir, max_word, name="heldout") if heldout_docs else None
+    pack = lambda corpus: hat_data.PackedSequences.build(corpus, data_cfg.seq_bytes, data_cfg.max_words)  # noqa: E731
+    return RunData(
+        pack(train), pack(heldout) if heldout else None, len(train_docs), len(heldout_docs), train.num_text_bytes
+    )
+
+
+class ByteModelKind(ModelKind):
+    """What the two models over raw bytes share: byte data, byte scoring, native byte-level distributions."""
+
+    data_format = "bytes"
+    export_format = "hf"
+
+    def prepare_data(self, config: Config) -> RunData:
+        return prepare_byte_data(config)
+
+    def sequence_length(self, config: Config) -> int:
+        return config.data.seq_bytes
+
+    def scorer(self, loaded: LoadedModel, batch_size: int = 8) -> Scorer:
+        return ByteScorer(loaded, batch_size)
+
+    def byte_model(self, loaded: LoadedModel) -> ByteLevelModel:
+        return NativeByteModel(loaded)
+
+    def prompt_bytes_kept(self, config: Config, prompt: bytes) -> int:
+        data, max_word = config.data, config.model.max_word_bytes
+        return len(fit_context(prompt, data.seq_bytes, data.max_words, max_word))

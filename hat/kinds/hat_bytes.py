@@ -1,0 +1,59 @@
+"""HAT over bytes (`model.kind: hat`, the default): a byte encoder pools each word, a word-level backbone, a byte
+decoder writes the next word."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from pathlib import Path
+
+from hat.checkpoint import LoadedModel
+from hat.config import Config, check_stack
+from hat.kinds.base import require
+from hat.kinds.byte_data import ByteModelKind
+from hat.models import flops_per_byte
+from hat.sampling import Session
+from hat.sessions import HatSession, UncachedSession
+from hat.text import split_words
+
+
+class HatKind(ByteModelKind):
+    """HAT over bytes (the default)."""
+
+    name = model_kind = "hat"
+    unit = "word"
+    description = "HAT over bytes"
+    export_format = "released"
+
+    def validate(self, config: Config) -> None:
+        model = config.model
+        check_stack("encoder", model.encoder)
+        check_stack("decoder", model.decoder)
+        require(
+            not model.tie_embeddings,
+            "model.tie_embeddings is for flat models (byte_lm, token_lm): HAT's byte embedding and head have "
+            "different widths",
+        )
+        require(
+            model.encoder.hidden_size == model.decoder.hidden_size,
+            "model.decoder.hidden_size must equal model.encoder.hidden_size: the decoder reads the encoder's byte "
+            "states",
+        )
+
+    def units_per_backbone_slot(self, config: Config) -> float:
+        # The backbone runs every word slot, used or not, so the step costs max_words slots per sequence.
+        return config.data.seq_bytes / config.data.max_words
+
+    def units(self, data: bytes, config: Config, source: Path | None = None) -> list[Hashable]:
+        return split_words(data, config.model.max_word_bytes)
+
+    def unit_vocabulary(self, config: Config) -> int | None:
+        return None  # HAT's words are an open set
+
+    def flops_per_text_byte(self, config: Config, bytes_per_unit: float) -> float:
+        return flops_per_byte(config.model, config.data.seq_bytes, bytes_per_unit)
+
+    def session(self, loaded: LoadedModel, use_cache: bool = True) -> Session:
+        return HatSession(loaded) if use_cache else UncachedSession(loaded)
+
+    def end_of_text_id(self, config: Config) -> int | None:
+        return None  # the released layout stores its special tokens itself
