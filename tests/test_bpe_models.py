@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from support import REPO, load_script
+from support import REPO, cli, load_script
 
 from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, load_byte_model, text_bits
 from hat.byteprob.flat import CachedFlatTokenModel, FlatTokenModel
@@ -45,7 +45,7 @@ def runs(corpus: Path, tmp_path_factory) -> dict[str, Path]:
     for name, config, extra in [("bpe", "bpe_tiny", TOKEN), ("byte", "byte_tiny", BYTE)]:
         workdir = tmp_path_factory.mktemp(name)
         args = [str(REPO / f"configs/{config}.yaml"), f"workdir={workdir}", f"data.corpus=['{corpus}']"]
-        assert load_script("train").main(args + FLAT + extra) == 0
+        assert cli("train")(args + FLAT + extra) == 0
         out[name] = workdir
     return out
 

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from support import REPO, load_script
+from support import REPO, cli, load_script
 
 from hat.checkpoint import Checkpointer
 from hat.compress import arithmetic as ac
@@ -305,7 +305,7 @@ def test_end_to_end_m1_compress_m2(tmp_path: Path, capsysbinary):
     checkpointer.save(1, {"params": params, "opt_state": {}}, m1_config)
     checkpointer.close()
 
-    compress = load_script("compress").main
+    compress = cli("compress")
     source = corpus / "bad.bin"
     packed, unpacked = tmp_path / "x.eqac", tmp_path / "x.out"
     args = ["--window-bits", "32", "--token-bits", "16", "--max-window-bytes", "16", "--m1-batch-size", "8"]
@@ -316,7 +316,7 @@ def test_end_to_end_m1_compress_m2(tmp_path: Path, capsysbinary):
     assert compress(["decode", str(m1_dir), str(packed), str(unpacked)]) == 2
     assert b"window" in capsysbinary.readouterr().err
 
-    train = load_script("train").main
+    train = cli("train")
     m2_dir = tmp_path / "m2"
     eq = [f"data.eqinfo.m1_checkpoint={m1_dir}", "data.eqinfo.max_window_bytes=16", "data.eqinfo.m1_batch_size=8",
           "data.eqinfo.seq_tokens=32", "data.eqinfo.max_train_bytes=4000", "data.eqinfo.max_heldout_bytes=2000",

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from support import TINY_HAT, load_script
+from support import TINY_HAT, cli
 
 from hat.checkpoint import load_model
 from hat.checkpoint.store import ParamStoreWriter, flatten_params
@@ -56,7 +56,7 @@ def test_lr_scale_scales_one_part_and_freeze_stops_it():
 
 
 def test_init_from_checkpoint_then_store_and_errors(tmp_path):
-    train = load_script("train").main
+    train = cli("train")
     first = tmp_path / "first"
     assert train([f"workdir={first}", *TINY, "train.steps=2"]) == 0
     # Stage-2 style: start a new run from the first run's parameters. The learning rate at step 0 is 0 (warmup

@@ -40,6 +40,10 @@ class CorruptStreamError(HatError, ValueError):
     """A token stream does not decode (corrupt, truncated, or made with another M1); the message names the window."""
 
 
+class WindowSpecError(HatError, ValueError):
+    """A window spec cannot be used (`--window-bits`, `data.eqinfo.*`); the message names the field and the bound."""
+
+
 @dataclass(frozen=True)
 class WindowSpec:
     """EqualInfoAC[window_bits, 2**token_bits] with M1's fixed window of `max_window_bytes` bytes."""
@@ -51,14 +55,16 @@ class WindowSpec:
 
     def __post_init__(self) -> None:
         if self.token_bits not in (8, 16):
-            raise ValueError(f"token_bits must be 8 or 16 (v = 256 or 65536), got {self.token_bits}")
+            raise WindowSpecError(f"token_bits must be 8 or 16 (v = 256 or 65536), got {self.token_bits}")
         if self.window_bits % self.token_bits:
-            raise ValueError(f"window_bits ({self.window_bits}) must be a multiple of token_bits ({self.token_bits})")
+            raise WindowSpecError(
+                f"window_bits ({self.window_bits}) must be a multiple of token_bits ({self.token_bits})"
+            )
         if self.window_bits < self.precision:
             # Below this a single improbable byte might not fit any window.
-            raise ValueError(f"window_bits ({self.window_bits}) must be at least the precision ({self.precision})")
+            raise WindowSpecError(f"window_bits ({self.window_bits}) must be at least the precision ({self.precision})")
         if self.max_window_bytes < 1:
-            raise ValueError("max_window_bytes must be positive")
+            raise WindowSpecError("max_window_bytes must be positive")
 
     @property
     def tokens_per_window(self) -> int:
@@ -88,11 +94,14 @@ class M1:
     @classmethod
     def from_checkpoint(cls, path: str, batch_size: int, max_window_bytes: int) -> M1:
         """Loads a flat byte LM (`model.kind: byte_lm`) trained by train.py."""
-        from hat.checkpoint import load_model
+        from hat.checkpoint import CheckpointError, load_model
 
         loaded = load_model(path)
         if loaded.config.model.kind != "byte_lm" or loaded.config.model.vocab_size != BYTE_VOCAB_SIZE:
-            raise ValueError(f"M1 must be a byte_lm over {BYTE_VOCAB_SIZE} bytes; {path} is {loaded.config.model.kind}")
+            raise CheckpointError(
+                f"M1 must be a byte_lm over {BYTE_VOCAB_SIZE} bytes; {path} is a {loaded.config.model.kind} "
+                "(train one with configs/m1_tiny.yaml)"
+            )
         return cls(loaded.model, to_dict(loaded.config.model), batch_size, max_window_bytes)
 
     def layout(self, rows: Sequence[bytes]) -> np.ndarray:
