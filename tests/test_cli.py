@@ -92,3 +92,38 @@ def test_keyboard_interrupt_is_exit_code_130(capsys):
 
     assert run(interrupted) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+# ---- user errors that surfaced as bare exceptions are HatErrors where they are detected ---------------------------
+
+
+def test_write_failures_in_a_staging_directory_are_conversion_errors(tmp_path: Path):
+    from hat.checkpoint import CheckpointError
+    from hat.checkpoint.store import ConversionError, staging_dir
+
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(ConversionError, match="cannot write .*a file"):
+        with staging_dir(tmp_path / "a file" / "out"):
+            pass
+    with pytest.raises(ConversionError, match=r"No space left on device \(.*shard\); check permissions and free"):
+        with staging_dir(tmp_path / "out") as partial:
+            raise OSError(28, "No space left on device", str(partial / "shard"))
+    with pytest.raises(CheckpointError, match="as it was"):
+        with staging_dir(tmp_path / "out"):
+            raise CheckpointError("as it was")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a file"]
+
+
+def test_config_and_spec_errors_are_hat_errors(tmp_path: Path):
+    from hat.compress.equal_info import WindowSpec, WindowSpecError
+    from hat.convert.llama import ConversionError, read_llama_config
+
+    (tmp_path / "base.yaml").write_text("train: [unclosed\n")
+    (tmp_path / "run.yaml").write_text("base: base.yaml\n")
+    with pytest.raises(ConfigError, match="base.yaml is not valid YAML"):
+        hat.config.load_config(tmp_path / "run.yaml")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConversionError, match="config.json is not valid JSON"):
+        read_llama_config(tmp_path)
+    with pytest.raises(WindowSpecError, match=r"window_bits \(12\) must be a multiple of token_bits \(8\)"):
+        WindowSpec(window_bits=12, token_bits=8)
