@@ -25,9 +25,10 @@ def cli(name: str) -> Callable[[list[str]], int]:
     return functools.partial(run, importlib.import_module(f"hat.cli.{name}").main)
 
 
-def load_script(name: str):
-    """`scripts/<name>.py` as a module, so tests call its `main(argv)` in-process."""
-    path = REPO / f"scripts/{name}.py"
+def load_script(name: str, folder: str = "scripts"):
+    """`scripts/<name>.py` (or `<folder>/<name>.py`, e.g. a benchmark) as a module, so tests call its functions and
+    `main(argv)` in-process."""
+    path = REPO / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"hat_script_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -184,7 +184,7 @@ def test_bpe_config_needs_matching_vocab():
 
 
 def test_benchmark_functions_on_a_tiny_run(runs):
-    benchmark = load_script("benchmark_byteprob")
+    benchmark = load_script("byteprob", "benchmarks")
     model = load_byte_model(runs["bpe"])
     cost = benchmark.cost(model.model, model.table, b"def f(x):")
     assert cost["stream_calls_per_byte"] <= 1 + 1 / 9 + 1e-9  # one prefix per byte (+ the empty one)

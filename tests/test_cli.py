@@ -45,6 +45,13 @@ def test_shims_run_the_commands_and_every_script_has_help():
         _help(module.main)
 
 
+def test_every_benchmark_has_help():
+    benchmarks = sorted(path.stem for path in (REPO / "benchmarks").glob("*.py"))
+    assert len(benchmarks) >= 7
+    for name in benchmarks:
+        _help(load_script(name, "benchmarks").main)
+
+
 def test_console_scripts_resolve():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert {"hat-train", "hat-convert", "hat-export", "hat-import", "hat-compress"} <= set(scripts)
