@@ -32,7 +32,7 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         return 130
 
 
-def parser(description: str, examples: str) -> argparse.ArgumentParser:
+def make_parser(description: str, examples: str) -> argparse.ArgumentParser:
     """An argument parser whose `--help` shows `description`, then `examples` (kept as written, one per line)."""
     return argparse.ArgumentParser(
         description=description,
@@ -42,18 +42,17 @@ def parser(description: str, examples: str) -> argparse.ArgumentParser:
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: an integer of at least `minimum` (a size or count where 0 would divide by zero or loop)."""
+    """argparse type: an integer of at least `minimum`, so a bad size or count stops at the argument, not deep inside
+    the command (a zero segment size would divide by zero)."""
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    # argparse reports a ValueError from `int` as "invalid integer value: 'x'" (the function's name).
+    def integer(text: str) -> int:
+        value = int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
 
-    return parse
+    return integer
 
 
 def read_input(path: str | Path) -> bytes:

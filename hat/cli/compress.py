@@ -8,8 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from hat.cli import at_least, read_input, run, write_output
-from hat.cli import parser as make_parser
+from hat.cli import at_least, make_parser, read_input, run, write_output
 
 EXAMPLES = """
   hat-compress encode runs/m1_tiny notes.txt notes.eqac --window-bits 16 --token-bits 8

@@ -17,8 +17,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from hat.cli import parser as make_parser
-from hat.cli import run
+from hat.cli import make_parser, run
 
 EXAMPLES = """
   hat-convert HF_DIR runs/llama_lm --to lm

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from hat.cli import parser as make_parser
-from hat.cli import run
+from hat.cli import make_parser, run
 
 EXAMPLES = """
   hat-export runs/bpe_tiny exports/bpe_tiny                      # token LM -> HF Llama layout

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from hat.cli import parser as make_parser
-from hat.cli import run
+from hat.cli import make_parser, run
 
 EXAMPLES = """
   hat-import checkpoints/tfree-hat-7b stores/tfree-hat-7b

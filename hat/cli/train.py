@@ -9,8 +9,7 @@ import json
 import os
 import sys
 
-from hat.cli import at_least, run
-from hat.cli import parser as make_parser
+from hat.cli import at_least, make_parser, run
 
 EXAMPLES = """
   hat-train                                         # configs/hat_tiny.yaml on the Python stdlib corpus
