@@ -397,17 +397,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
         raise ConfigError(f"config file not found: {path} (pass a YAML file, e.g. configs/hat_tiny.yaml)")
+    tree = _resolve_base(_read_yaml(path), path, seen=(path.resolve(),))
+    for override in overrides:
+        key, value = parse_override(override)
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; invalid YAML or anything but a mapping is a `ConfigError`."""
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(tree).__name__}")
-    tree = _resolve_base(tree, path, seen=(path.resolve(),))
-    for override in overrides:
-        key, value = parse_override(override)
-        _set_dotted(tree, key, value)
-    return config_from_dict(tree)
+    return tree
 
 
 def _resolve_base(tree: dict[str, Any], path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -420,8 +425,7 @@ def _resolve_base(tree: dict[str, Any], path: Path, seen: tuple[Path, ...]) -> d
         raise ConfigError(f"config file {path} has a cycle of `base:` files through {base_path}")
     if not base_path.is_file():
         raise ConfigError(f"config file {path}: base file not found: {base_path}")
-    base_tree = yaml.safe_load(base_path.read_text()) or {}
-    return _deep_merge(_resolve_base(base_tree, base_path, (*seen, base_path)), tree)
+    return _deep_merge(_resolve_base(_read_yaml(base_path), base_path, (*seen, base_path)), tree)
 
 
 def config_from_dict(tree: dict[str, Any]) -> Config:

@@ -1,92 +1,9 @@
-"""EqualInfoAC compression with a trained M1 (a byte_lm checkpoint): files, and corpora into M2 token arrays.
+"""`python scripts/compress.py ...`: the `hat-compress` command (hat/cli/compress.py), from a checkout."""
 
-    python scripts/compress.py encode runs/m1_tiny notes.txt notes.eqac --window-bits 16 --token-bits 8
-    python scripts/compress.py decode runs/m1_tiny notes.eqac notes.txt
-    python scripts/compress.py corpus runs/m1_tiny runs/tokens "src/**/*.py" --window-bits 32 --token-bits 16
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def _add_spec_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--window-bits", type=int, default=16, help="b: bits per window (multiple of token bits)")
-    parser.add_argument("--token-bits", type=int, default=8, choices=(8, 16), help="log2 of the token vocabulary v")
-    parser.add_argument("--max-window-bytes", type=int, default=32, help="bytes per window at most (M1's shape)")
-    parser.add_argument("--m1-batch-size", type=int, default=64, help="windows per M1 call (part of its shape)")
-    parser.add_argument("--segment-bytes", type=int, default=4096, help="independent segments coded in parallel")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="EqualInfoAC compression with a trained M1 byte LM.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    enc = sub.add_parser("encode", help="compress one file")
-    enc.add_argument("m1", help="M1 checkpoint (a byte_lm run's workdir or step directory)")
-    enc.add_argument("input")
-    enc.add_argument("output")
-    _add_spec_args(enc)
-    dec = sub.add_parser("decode", help="decompress one file (its header holds b, v and M1's identity)")
-    dec.add_argument("m1")
-    dec.add_argument("input")
-    dec.add_argument("output")
-    corpus = sub.add_parser("corpus", help="compress a corpus into M2 token arrays (tensorstore, resumable)")
-    corpus.add_argument("m1")
-    corpus.add_argument("out_dir")
-    corpus.add_argument("corpus", nargs="+", help="'stdlib', files, directories or globs")
-    corpus.add_argument("--max-bytes", type=int, default=0, help="byte budget (0: everything)")
-    _add_spec_args(corpus)
-    args = parser.parse_args(argv)
-
-    from tqdm import tqdm
-
-    from hat.checkpoint import CheckpointError
-    from hat.compress.container import decode_file, encode_file, read_header, spec_of
-    from hat.compress.data import prepare_token_corpus, take_budget
-    from hat.compress.equal_info import M1, CorruptStreamError, WindowSpec
-    from hat.data import CorpusError, resolve_documents
-
-    try:
-        if args.command == "decode":
-            blob = Path(args.input).read_bytes()
-            header, _ = read_header(blob)
-            m1 = M1.from_checkpoint(args.m1, header["m1_batch_size"], header["max_window_bytes"])
-            start = time.perf_counter()
-            with tqdm(total=header["num_bytes"], unit="B", unit_scale=True, desc="decode") as bar:
-                text = decode_file(m1, blob, bar.update)
-            Path(args.output).write_bytes(text)
-            seconds = time.perf_counter() - start
-            print(f"{len(blob):,} -> {len(text):,} bytes ({spec_of(header).window_bits}-bit windows) in {seconds:.1f}s")
-            return 0
-        spec = WindowSpec(args.window_bits, args.token_bits, args.max_window_bytes)
-        m1 = M1.from_checkpoint(args.m1, args.m1_batch_size, args.max_window_bytes)
-        if args.command == "encode":
-            data = Path(args.input).read_bytes()
-            start = time.perf_counter()
-            with tqdm(total=len(data), unit="B", unit_scale=True, desc="encode") as bar:
-                blob = encode_file(m1, data, spec, args.segment_bytes, bar.update)
-            Path(args.output).write_bytes(blob)
-            header, _ = read_header(blob)
-            tokens = header["num_windows"] * spec.tokens_per_window
-            print(
-                f"{len(data):,} -> {len(blob):,} bytes ({header['num_windows']:,} windows, {tokens:,} tokens, "
-                f"{len(data) / max(tokens, 1):.2f} bytes/token; {8 * len(blob) / max(len(data), 1):.3f} bits/byte "
-                f"with header and segment table) in {time.perf_counter() - start:.1f}s"
-            )
-            return 0
-        docs = take_budget(resolve_documents(args.corpus), args.max_bytes)
-        store = prepare_token_corpus(docs, m1, spec, args.segment_bytes, Path(args.out_dir), "corpus", args.max_bytes)
-        print(f"{store.num_bytes:,} bytes -> {store.num_tokens:,} tokens in {store.path}")
-    except (CorruptStreamError, CorpusError, CheckpointError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
+from hat.cli import run
+from hat.cli.compress import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

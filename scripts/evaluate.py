@@ -1,15 +1,9 @@
-"""`python scripts/evaluate.py ...` is `hat-eval ...` (`hat.cli.evaluate`)."""
+"""`python scripts/evaluate.py ...`: the `hat-eval` command (hat/cli/evaluate.py), from a checkout."""
 
 import sys
 
 from hat.cli import run
-from hat.cli.evaluate import main as command
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command with the CLI's error convention (a user error is one line and exit code 2)."""
-    return run(command, argv)
-
+from hat.cli.evaluate import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -1,7 +1,12 @@
-"""Shared by the end-to-end tests: the repository root, entry-point scripts loaded as modules, a tiny HAT."""
+"""Shared by the end-to-end tests: the repository root, commands and scripts to call in-process, a tiny HAT."""
 
+import functools
+import importlib
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+
+from hat.cli import run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -15,9 +20,15 @@ TINY_HAT = [
 ]  # fmt: skip
 
 
-def load_script(name: str):
-    """`train.py` ("train") or `scripts/<name>.py` as a module, so tests call its `main(argv)` in-process."""
-    path = REPO / ("train.py" if name == "train" else f"scripts/{name}.py")
+def cli(name: str) -> Callable[[list[str]], int]:
+    """The command `hat.cli.<name>` as its console script runs it: its exit code, a `HatError` as one stderr line."""
+    return functools.partial(run, importlib.import_module(f"hat.cli.{name}").main)
+
+
+def load_script(name: str, folder: str = "scripts"):
+    """`scripts/<name>.py` (or `<folder>/<name>.py`, e.g. a benchmark) as a module, so tests call its functions and
+    `main(argv)` in-process."""
+    path = REPO / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"hat_script_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -14,7 +14,7 @@ import ast
 import shutil
 from pathlib import Path
 
-from tests.support import REPO
+from support import REPO
 
 LAYERS = [
     {"hat.errors"},

@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from support import REPO, load_script
+from support import REPO, cli, load_script
 
 from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, text_bits
 from hat.byteprob.flat import CachedFlatTokenModel, FlatTokenModel
@@ -46,7 +46,7 @@ def runs(corpus: Path, tmp_path_factory) -> dict[str, Path]:
     for name, config, extra in [("bpe", "bpe_tiny", TOKEN), ("byte", "byte_tiny", BYTE)]:
         workdir = tmp_path_factory.mktemp(name)
         args = [str(REPO / f"configs/{config}.yaml"), f"workdir={workdir}", f"data.corpus=['{corpus}']"]
-        assert load_script("train").main(args + FLAT + extra) == 0
+        assert cli("train")(args + FLAT + extra) == 0
         out[name] = workdir
     return out
 
@@ -101,13 +101,13 @@ def test_cached_token_model_equals_the_recompute(runs):
 
 def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(runs, corpus, capsys):
     files = [str(corpus / "cjk.txt"), str(corpus / "invalid.txt")]
-    evaluate = load_script("evaluate")
-    assert evaluate.main([str(runs["bpe"]), files[1], "--json"]) == 0
+    evaluate = cli("evaluate")
+    assert evaluate([str(runs["bpe"]), files[1], "--json"]) == 0
     single = json.loads(capsys.readouterr().out)
     assert 0 < single["bits_per_byte"] < 12 and 0 < single["bits_per_byte_canonical"] < 12
     assert single["model_kind"] == "token_lm"
     args = [str(runs["byte"]), *files, "--also", str(runs["bpe"]), "--ensemble", "product", "--json"]
-    assert evaluate.main(args) == 0
+    assert evaluate(args) == 0
     result = json.loads(capsys.readouterr().out)
     byte_row, token_row = result["models"]
     assert "bits_per_byte_canonical" in token_row and "bits_per_byte_canonical" not in byte_row
@@ -159,12 +159,12 @@ def test_fitted_mixture_weights_beat_every_fixed_choice():
 
 
 def test_generate_token_model_and_ensemble(runs, capsysbinary):
-    generate = load_script("generate")
-    assert generate.main([str(runs["bpe"]), "--prompt", "def pri", "--max-new-bytes", "4", "--temperature", "0"]) == 0
+    generate = cli("generate")
+    assert generate([str(runs["bpe"]), "--prompt", "def pri", "--max-new-bytes", "4", "--temperature", "0"]) == 0
     out = capsysbinary.readouterr().out
     assert out.startswith(b"def pri") and len(out) <= len(b"def pri") + 4 + 1
     args = [str(runs["byte"]), "--also", str(runs["bpe"]), "--ensemble", "mixture", "--max-new-bytes", "3"]
-    assert generate.main(args + ["--prompt", "x"]) == 0
+    assert generate(args + ["--prompt", "x"]) == 0
     assert capsysbinary.readouterr().out.startswith(b"x")
 
 
@@ -172,7 +172,7 @@ def test_missing_tokenizer_is_one_line(runs, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(runs["bpe"], copy)
     (copy / "tokenizer.json").unlink()
-    assert load_script("evaluate").main([str(copy), __file__]) == 2
+    assert cli("evaluate")([str(copy), __file__]) == 2
     err = capsys.readouterr().err
     assert "tokenizer file not found" in err and err.count("\n") == 1
 
@@ -185,7 +185,7 @@ def test_bpe_config_needs_matching_vocab():
 
 
 def test_benchmark_functions_on_a_tiny_run(runs):
-    benchmark = load_script("benchmark_byteprob")
+    benchmark = load_script("byteprob", "benchmarks")
     model = load_byte_model(runs["bpe"])
     cost = benchmark.cost(model.model, model.table, b"def f(x):")
     assert cost["stream_calls_per_byte"] <= 1 + 1 / 9 + 1e-9  # one prefix per byte (+ the empty one)

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from support import REPO, load_script
+from support import REPO, cli
 
 from hat.checkpoint import Checkpointer
 from hat.compress import arithmetic as ac
@@ -306,7 +306,7 @@ def test_end_to_end_m1_compress_m2(tmp_path: Path, capsysbinary):
     checkpointer.save(1, {"params": params, "opt_state": {}}, m1_config)
     checkpointer.close()
 
-    compress = load_script("compress").main
+    compress = cli("compress")
     source = corpus / "bad.bin"
     packed, unpacked = tmp_path / "x.eqac", tmp_path / "x.out"
     args = ["--window-bits", "32", "--token-bits", "16", "--max-window-bytes", "16", "--m1-batch-size", "8"]
@@ -317,7 +317,7 @@ def test_end_to_end_m1_compress_m2(tmp_path: Path, capsysbinary):
     assert compress(["decode", str(m1_dir), str(packed), str(unpacked)]) == 2
     assert b"window" in capsysbinary.readouterr().err
 
-    train = load_script("train").main
+    train = cli("train")
     m2_dir = tmp_path / "m2"
     eq = [f"data.eqinfo.m1_checkpoint={m1_dir}", "data.eqinfo.max_window_bytes=16", "data.eqinfo.m1_batch_size=8",
           "data.eqinfo.seq_tokens=32", "data.eqinfo.max_train_bytes=4000", "data.eqinfo.max_heldout_bytes=2000",
@@ -326,10 +326,10 @@ def test_end_to_end_m1_compress_m2(tmp_path: Path, capsysbinary):
     summary = json.loads((m2_dir / "summary.json").read_text())
     assert 0 < summary["eval/bits_per_byte"] < 30
 
-    assert load_script("evaluate").main([str(m2_dir), str(source), "--json"]) == 0
+    assert cli("evaluate")([str(m2_dir), str(source), "--json"]) == 0
     result = json.loads(capsysbinary.readouterr().out.splitlines()[-1])
     assert result["bytes"] == 150 and result["m1_bits_per_byte"] > 0 and result["bits_per_byte"] > 0
-    generate = load_script("generate").main
+    generate = cli("generate")
     assert generate([str(m2_dir), "--prompt", "def ", "--max-new-bytes", "6", "--temperature", "0"]) == 0
     assert capsysbinary.readouterr().out.startswith(b"def ")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import TINY_HAT, load_script
+from support import TINY_HAT, cli
 
 from hat.checkpoint import load_model
 from hat.checkpoint.store import ConversionError
@@ -160,12 +160,12 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path):
     _assert_one_line_error(convert, f"{shard.name} is truncated", tmp_path)
 
 
-def test_convert_script(tmp_path, capsys):
+def test_convert_command(tmp_path, capsys):
     save_llama(tmp_path / "hf")
-    script = load_script("convert_llama")
-    assert script.main([str(tmp_path / "hf"), str(tmp_path / "lm"), "--to", "lm"]) == 0
+    command = cli("convert")
+    assert command([str(tmp_path / "hf"), str(tmp_path / "lm"), "--to", "lm"]) == 0
     assert "model.backbone.num_kv_heads=2" in capsys.readouterr().out
-    assert script.main([str(tmp_path / "hf"), str(tmp_path / "lm")]) == 2
+    assert command([str(tmp_path / "hf"), str(tmp_path / "lm")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: output directory already exists") and "\n" not in err
 
@@ -173,7 +173,7 @@ def test_convert_script(tmp_path, capsys):
 def test_recipe_stages_run_through_train_py(tmp_path, capsys):
     """convert --to hat, then stage 1 (frozen backbone) and stage 2 (lower backbone rate) through train.py."""
     save_llama(tmp_path / "hf", hidden_size=64, num_attention_heads=2, num_key_value_heads=1, rope_scaling=LLAMA3_ROPE)
-    assert load_script("convert_llama").main(
+    assert cli("convert")(
         [str(tmp_path / "hf"), str(tmp_path / "store"), "--to", "hat", *TINY_HAT]
     ) == 0  # fmt: skip
     backbone = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("model.")]
@@ -181,7 +181,7 @@ def test_recipe_stages_run_through_train_py(tmp_path, capsys):
     common = [corpus, *TINY_HAT, *backbone, "data.seq_bytes=256", "data.max_words=96", "data.eval_fraction=0.2",
               "train.batch_size=4", "train.steps=2", "train.eval_every=2", "train.eval_sequences=4",
               "train.peak_flops_per_device=1e9"]  # fmt: skip
-    train = load_script("train").main
+    train = cli("train")
     stage1 = [f"workdir={tmp_path / 's1'}", *common, f"train.init_from={tmp_path / 'store'}", "train.freeze=[backbone]"]
     assert train(stage1) == 0
     stage2 = [f"workdir={tmp_path / 's2'}", *common, f"train.init_from={tmp_path / 's1'}",

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
-from support import TINY_HAT, load_script
+from support import TINY_HAT, cli
 
 from hat.checkpoint import load_model
 from hat.checkpoint.store import ConversionError, ParamStoreWriter, flatten_params, iter_store, unflatten_params
@@ -151,7 +151,7 @@ def test_flat_export_refuses_what_llama_lacks(tmp_path: Path, capsys):
         ],
     )
     store = write_store(random_model(config), config, tmp_path / "store")
-    assert load_script("export").main([str(store), str(tmp_path / "out")]) == 2
+    assert cli("export")([str(store), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "qk_norm" in err and err.count("\n") == 1
     assert no_leftovers(tmp_path, "out")
@@ -301,7 +301,7 @@ def test_handwritten_released_checkpoint_imports_and_runs(tmp_path: Path):
     from hat.generate import generate_all
 
     released = write_released(tmp_path / "released")
-    assert load_script("import_hat").main([str(released), str(tmp_path / "store")]) == 0
+    assert cli("import_hat")([str(released), str(tmp_path / "store")]) == 0
     loaded = load_model(tmp_path / "store")
     cfg = loaded.config.model
     assert (cfg.encoder.sliding_window, cfg.backbone.sliding_window, cfg.max_word_bytes) == (8, None, 24)
@@ -331,7 +331,7 @@ def test_handwritten_released_checkpoint_imports_and_runs(tmp_path: Path):
 
 
 def _refused(capsys, script: str, args: list[str], *needles: str) -> None:
-    assert load_script(script).main(args) == 2
+    assert cli(script)(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and all(needle in err for needle in needles), err
 

@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from support import TINY_HAT, load_script
+from support import TINY_HAT, cli
 
 from hat.checkpoint import load_model
 from hat.checkpoint.store import ParamStoreWriter, flatten_params
-from hat.config import load_config
+from hat.config import ConfigError, load_config
 from hat.models import build_model
 from hat.train.step import make_optimizer
 
@@ -51,12 +51,12 @@ def test_lr_scale_scales_one_part_and_freeze_stops_it():
             assert not np.any(frozen[name])
         else:
             np.testing.assert_array_equal(frozen[name], update)
-    with pytest.raises(ValueError, match=r"train.freeze names parts \['backbon'\]"):
+    with pytest.raises(ConfigError, match=r"train.freeze names parts \['backbon'\]"):
         make_optimizer(load_config(None, [*TINY_HAT, "train.freeze=[backbon]"]).train, params)
 
 
 def test_init_from_checkpoint_then_store_and_errors(tmp_path):
-    train = load_script("train").main
+    train = cli("train")
     first = tmp_path / "first"
     assert train([f"workdir={first}", *TINY, "train.steps=2"]) == 0
     # Stage-2 style: start a new run from the first run's parameters. The learning rate at step 0 is 0 (warmup

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import REPO, TINY_HAT, load_script
+from support import TINY_HAT, cli
 
 TINY = [
     *TINY_HAT,
@@ -31,7 +31,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained_run(corpus_dir: Path, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("run")
-    code = load_script("train").main([f"workdir={workdir}", f"data.corpus=['{corpus_dir}']", "train.steps=8", *TINY])
+    code = cli("train")([f"workdir={workdir}", f"data.corpus=['{corpus_dir}']", "train.steps=8", *TINY])
     assert code == 0
     return workdir
 
@@ -50,7 +50,7 @@ def test_training_writes_metrics_and_checkpoints(trained_run: Path):
 
 def test_resume_continues_from_latest_checkpoint(trained_run: Path, corpus_dir: Path, capsys):
     args = [f"workdir={trained_run}", f"data.corpus=['{corpus_dir}']", "train.steps=10", *TINY]
-    code = load_script("train").main(args)
+    code = cli("train")(args)
     assert code == 0
     captured = capsys.readouterr()
     assert "resumed from" in captured.out + captured.err
@@ -59,59 +59,50 @@ def test_resume_continues_from_latest_checkpoint(trained_run: Path, corpus_dir: 
 
 
 def test_evaluate_script_scores_bad_files(trained_run: Path, corpus_dir: Path, capsys):
-    evaluate = load_script("evaluate")
+    evaluate = cli("evaluate")
     files = [corpus_dir / n for n in ("empty.txt", "binary.bin", "invalid.txt", "src0.py")]
-    assert evaluate.main([str(trained_run), *map(str, files), "--json"]) == 0
+    assert evaluate([str(trained_run), *map(str, files), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     expected = sum(f.stat().st_size for f in files)
     assert result["bytes"] == expected and 0 < result["bits_per_byte"] < 9
-    assert evaluate.main([str(trained_run), str(corpus_dir / "empty.txt"), "--json"]) == 0
+    assert evaluate([str(trained_run), str(corpus_dir / "empty.txt"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["bits_per_byte"] is None
 
 
 def test_generate_script_writes_a_continuation(trained_run: Path, capsysbinary):
-    generate = load_script("generate")
-    assert generate.main([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0"]) == 0
+    generate = cli("generate")
+    assert generate([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0"]) == 0
     out = capsysbinary.readouterr().out.decode("utf-8")  # invalid bytes are shown as U+FFFD, never raw
     assert out.startswith("def ") and 4 <= len(out) <= 4 + 5 + 1
-    assert generate.main([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0",
+    assert generate([str(trained_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0",
                           "--no-cache"]) == 0
     assert capsysbinary.readouterr().out.decode("utf-8") == out
-    assert generate.main([str(trained_run), "--prompt", "def ", "--prompt", "", "--temperature", "0",
+    assert generate([str(trained_run), "--prompt", "def ", "--prompt", "", "--temperature", "0",
                           "--max-new-bytes", "5", "--stop", out[4:6] or "x"]) == 0
     first, second = capsysbinary.readouterr().out.decode("utf-8").split("\n--- 1\n")
     assert first.startswith("--- 0\ndef ") and out[4:6] not in first[len("--- 0\ndef ") :] and second.endswith("\n")
     for bad in (["--max-new-bytes", "0"], ["--top-p", "1.5"], ["--stop", ""]):
         with pytest.raises(SystemExit) as info:
-            generate.main([str(trained_run), *bad])
+            generate([str(trained_run), *bad])
         assert info.value.code == 2
 
 
 def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys):
-    assert load_script("evaluate").main([str(tmp_path / "nope"), __file__]) == 2
+    assert cli("evaluate")([str(tmp_path / "nope"), __file__]) == 2
     err = capsys.readouterr().err
     assert "checkpoint not found" in err and "nope" in err and err.count("\n") == 1
 
 
 def test_missing_corpus_is_one_line(tmp_path: Path, capsys):
-    code = load_script("train").main([f"workdir={tmp_path}", f"data.corpus=['{tmp_path / 'missing'}']"])
+    code = cli("train")([f"workdir={tmp_path}", f"data.corpus=['{tmp_path / 'missing'}']"])
     assert code == 2
     err = capsys.readouterr().err
     assert "corpus path not found" in err and "missing" in err and err.count("\n") == 1
 
 
 def test_unknown_override_is_one_line(tmp_path: Path, capsys):
-    assert load_script("train").main([f"workdir={tmp_path}", "train.setps=3"]) == 2
+    assert cli("train")([f"workdir={tmp_path}", "train.setps=3"]) == 2
     assert "did you mean train.steps" in capsys.readouterr().err
-
-
-def test_help_on_every_script():
-    scripts = ["train", *sorted(path.stem for path in (REPO / "scripts").glob("*.py"))]
-    assert len(scripts) >= 10
-    for name in scripts:
-        with pytest.raises(SystemExit) as info:
-            load_script(name).main(["--help"])
-        assert info.value.code == 0
 
 
 def test_checkpoint_loads_in_either_layer_layout(trained_run: Path):
@@ -141,7 +132,7 @@ def byte_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("byte_run")
     args = [f"workdir={workdir}", f"data.corpus=['{corpus}']", "train.steps=2", *TINY, "model.kind=byte_lm",
             "data.eval_fraction=0.5", "train.eval_sequences=0"]  # fmt: skip
-    assert load_script("train").main(args) == 0
+    assert cli("train")(args) == 0
     return workdir
 
 
@@ -165,7 +156,7 @@ def test_evaluation_suite_compares_kinds_in_one_table(trained_run: Path, byte_ru
     files = [corpus_dir / "src0.py", corpus_dir / "invalid.txt"]
     out = tmp_path / "suite" / "result.json"
     args = [str(trained_run), *map(str, files), "--compare", str(byte_run), "--out", str(out)]
-    assert load_script("evaluate").main(args) == 0
+    assert cli("evaluate")(args) == 0
     table = capsys.readouterr().out
     assert "+all_caps" in table and "zlib -9" in table
     result = json.loads(out.read_text())

@@ -91,19 +91,27 @@ def staging_dir(out_dir: str | Path) -> Iterator[Path]:
     """Yields a hidden sibling of `out_dir` to write into; renamed to `out_dir` when the block completes.
 
     An existing `out_dir` is refused before anything is written; an error inside the block deletes the partial
-    directory, so nothing that looks complete is ever left behind.
+    directory, so nothing that looks complete is ever left behind. An `OSError` while creating, filling or renaming
+    it (no permission, a full disk, an unreadable source file) becomes a one-line `ConversionError`.
     """
     out_dir = Path(out_dir).resolve()
     if out_dir.exists():
         raise ConversionError(f"output directory already exists: {out_dir} (choose a new path or delete it)")
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     try:
+        partial.mkdir(parents=True)
         yield partial
         if out_dir.exists():
             raise ConversionError(f"output directory appeared while writing: {out_dir}")
         partial.rename(out_dir)
+    except HatError:
+        raise  # CheckpointError is an OSError too, and already says what went wrong
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        raise ConversionError(
+            f"cannot write {out_dir}: {error.strerror or error}{where}; check permissions and free space"
+        ) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 

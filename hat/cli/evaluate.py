@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hat.cli import run
+from hat.cli import make_parser, run
 from hat.kinds import KindError
 
 
@@ -37,11 +37,7 @@ def _jsonable(value):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        description="Evaluate bits per byte of hat checkpoints on files.",
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = make_parser("Evaluate bits per byte of hat checkpoints on files.", __doc__.split("\n\n", 1)[1])
     parser.add_argument("checkpoint", help="a run's workdir, or a checkpoint step directory inside it")
     parser.add_argument("files", nargs="+", help="files to score (any bytes; each is one document)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")

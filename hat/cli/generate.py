@@ -16,20 +16,15 @@ samples from a byte-level ensemble of several checkpoints.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterator, Sequence
 
-from hat.cli import run
+from hat.cli import make_parser, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        description="Generate text from a hat checkpoint.",
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = make_parser("Generate text from a hat checkpoint.", __doc__.split("\n\n", 1)[1])
     parser.add_argument("checkpoint", help="a run's workdir, or a checkpoint step directory inside it")
     parser.add_argument(
         "--prompt", action="append", help="text to continue (repeat for a batch); may be empty (default: '')"

@@ -31,16 +31,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hat.checkpoint import load_model
+from hat.checkpoint import CheckpointError, load_model
 from hat.compress.arithmetic import DEFAULT_PRECISION, Decoder, Encoder, quantize
 from hat.config import BYTE_VOCAB_SIZE, EOT_BYTE, to_dict
-from hat.data import CorpusError
 from hat.errors import HatError
 from hat.models import FlatLM
 
 
 class CorruptStreamError(HatError, ValueError):
     """A token stream does not decode (corrupt, truncated, or made with another M1); the message names the window."""
+
+
+class WindowSpecError(HatError, ValueError):
+    """A window spec cannot be used (`--window-bits`, `data.eqinfo.*`); the message names the field and the bound."""
 
 
 @dataclass(frozen=True)
@@ -54,14 +57,16 @@ class WindowSpec:
 
     def __post_init__(self) -> None:
         if self.token_bits not in (8, 16):
-            raise ValueError(f"token_bits must be 8 or 16 (v = 256 or 65536), got {self.token_bits}")
+            raise WindowSpecError(f"token_bits must be 8 or 16 (v = 256 or 65536), got {self.token_bits}")
         if self.window_bits % self.token_bits:
-            raise ValueError(f"window_bits ({self.window_bits}) must be a multiple of token_bits ({self.token_bits})")
+            raise WindowSpecError(
+                f"window_bits ({self.window_bits}) must be a multiple of token_bits ({self.token_bits})"
+            )
         if self.window_bits < self.precision:
             # Below this a single improbable byte might not fit any window.
-            raise ValueError(f"window_bits ({self.window_bits}) must be at least the precision ({self.precision})")
+            raise WindowSpecError(f"window_bits ({self.window_bits}) must be at least the precision ({self.precision})")
         if self.max_window_bytes < 1:
-            raise ValueError("max_window_bytes must be positive")
+            raise WindowSpecError("max_window_bytes must be positive")
 
     @property
     def tokens_per_window(self) -> int:
@@ -94,7 +99,7 @@ class M1:
         loaded = load_model(path)
         # M1 reads windows as a flat causal LM over the 256 byte values.
         if not isinstance(loaded.model, FlatLM) or loaded.config.model.vocab_size != BYTE_VOCAB_SIZE:
-            raise CorpusError(
+            raise CheckpointError(
                 f"data.eqinfo.m1_checkpoint {path} is a {loaded.config.model.kind} model; M1 must be a byte_lm over "
                 f"{BYTE_VOCAB_SIZE} bytes (train one with configs/m1_tiny.yaml)"
             )

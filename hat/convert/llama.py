@@ -77,7 +77,10 @@ def read_llama_config(hf_dir: str | Path) -> LlamaSpec:
     source = Path(hf_dir) / "config.json"
     if not source.is_file():
         raise ConversionError(f"no config.json in {hf_dir} (expected a Hugging Face model directory)")
-    hf = json.loads(source.read_text())
+    try:
+        hf = json.loads(source.read_text())
+    except json.JSONDecodeError as error:
+        raise ConversionError(f"{source} is not valid JSON ({error})") from None
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConversionError(

@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from hat.config import TrainConfig
+from hat.config import ConfigError, TrainConfig
 from hat.models.objective import LN2, Batch, forward_fn, loss_sums, token_losses
 from hat.models.sharding import ShardingRules, activation_sharding, constrain
 
@@ -53,7 +53,7 @@ def make_optimizer(cfg: TrainConfig, params: nnx.State | None = None) -> optax.G
     parts = set(params.keys())
     for key, names in (("train.freeze", cfg.freeze), ("train.lr_scale", list(cfg.lr_scale))):
         if unknown := sorted(set(names) - parts):
-            raise ValueError(f"{key} names parts {unknown} this model lacks (its parts: {', '.join(sorted(parts))})")
+            raise ConfigError(f"{key} names parts {unknown} this model lacks (its parts: {', '.join(sorted(parts))})")
     scales = {f"scale_{part}": optax.scale(factor) for part, factor in cfg.lr_scale.items()}
     scaled = optax.partition(
         {"unscaled": optax.identity(), **scales},

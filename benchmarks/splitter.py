@@ -1,6 +1,6 @@
 """Benchmark hat.text's word splitter on the running Python's standard library sources, one file at a time.
 
-    python scripts/benchmark_splitter.py [--limit-mb 5] [--max-word-bytes 100] [--repeat 3]
+    python benchmarks/splitter.py [--limit-mb 5] [--max-word-bytes 100] [--repeat 3]
 
 Prints MB/s for split_words and word_lengths (best of --repeat runs, pinned to one CPU core where the OS allows)
 and the distribution of bytes per word.

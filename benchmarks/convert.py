@@ -1,7 +1,7 @@
 """Benchmarks of the Llama conversion path.
 
-    python scripts/benchmark_convert.py demo --bpe-run runs/demo/bpe --budget-s 360
-    python scripts/benchmark_convert.py memory
+    python benchmarks/convert.py demo --bpe-run runs/demo/bpe --budget-s 360
+    python benchmarks/convert.py memory
 
 `demo`: a BPE token LM trained by hat (configs/bpe_tiny.yaml; `--bpe-run`, trained first when missing) is exported
 to the Hugging Face Llama layout, converted into a HAT with `convert_llama --to hat` (configs/hat_from_bpe_tiny.yaml:
@@ -25,8 +25,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
 LLAMA32_1B = dict(
@@ -149,8 +147,7 @@ def write_synthetic_llama(directory: Path, seed: int = 0) -> int:
 
 
 _CHILD = """
-import sys, time
-sys.path.insert(0, {repo!r})
+import time
 from hat.convert.llama import convert_llama
 
 def high_water_bytes():

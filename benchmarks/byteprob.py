@@ -1,6 +1,6 @@
 """Exact byte-level probabilities from a BPE token LM: cost, tokenisation bias, and byte-level ensembles.
 
-    python scripts/benchmark_byteprob.py --bpe runs/bpe_tiny --hat runs/hat_tiny --byte runs/byte_tiny
+    python benchmarks/byteprob.py --bpe runs/bpe_tiny --hat runs/hat_tiny --byte runs/byte_tiny
 
 1. Cost: model prefixes evaluated per byte and bytes/s for next-byte distributions along a text, streaming (each
    byte reuses the previous covers and model results) versus recomputing every prefix from scratch.
@@ -19,8 +19,6 @@ import math
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def heldout_texts(max_bytes: int, piece_bytes: int) -> list[bytes]:

@@ -1,6 +1,6 @@
 """Side-by-side training benchmark: HAT versus the flat byte model for the same wall-clock budget.
 
-    python scripts/benchmark.py --budget-s 600 --out runs/bench
+    python benchmarks/train.py --budget-s 600 --out runs/bench
 
 Trains `configs/hat_tiny.yaml` and `configs/byte_tiny.yaml` one after the other in this one invocation (each in
 its own process, same machine, same budget of training seconds), then prints held-out bits/byte, bytes/s and their
@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 MODELS = {"hat_tiny": REPO / "configs/hat_tiny.yaml", "byte_tiny": REPO / "configs/byte_tiny.yaml"}
 

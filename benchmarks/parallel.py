@@ -1,7 +1,7 @@
 """Sharded-training benchmark: train-step throughput and MFU of hat_tiny on 1 and 2 CPU devices, and the dry-run
 memory table of the Llama-3.1-8B-sized HAT on simulated 8- and 256-device meshes.
 
-    python scripts/benchmark_parallel.py --steps 20 --out runs/bench_parallel
+    python benchmarks/parallel.py --steps 20 --out runs/bench_parallel
 
 Each measurement runs in its own process (the simulated device count is fixed when jax starts), one after the
 other in this invocation. Every throughput process measures the float32 matmul peak of its device in the same run,
@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 DRY_RUNS = {"8 GPUs (fsdp=8)": ("configs/hat_llama3_8b.yaml", 8), "TPU pod slice (data=8 x fsdp=32)": (
     "configs/hat_llama3_8b_pod.yaml", 256)}

@@ -1,8 +1,8 @@
 """Benchmark EqualInfoAC: coder throughput and overhead, bytes per token for each [b, v] beside zlib and the paper,
 a lossless round trip, and (given both checkpoints) M2 against the byte baseline on the same held-out files.
 
-    python scripts/benchmark_compress.py runs/m1_tiny --heldout-bytes 40000
-    python scripts/benchmark_compress.py runs/m1_tiny --m2 runs/eqinfo_tiny --byte-model runs/byte_bench
+    python benchmarks/compress.py runs/m1_tiny --heldout-bytes 40000
+    python benchmarks/compress.py runs/m1_tiny --m2 runs/eqinfo_tiny --byte-model runs/byte_bench
 
 The held-out files are the default corpus's held-out split (the same files train.py holds out), taken in a fixed
 pseudo-random order up to `--heldout-bytes` (M1 codes a few kB per second on a CPU).
@@ -16,8 +16,6 @@ import sys
 import time
 import zlib
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Lester et al. 2024, bytes per token on C4 (v = 256 / 65536), and GZip.
 PAPER_BYTES_PER_TOKEN = {16: (2.66, 5.31), 32: (3.49, 6.97), 64: (4.16, 8.33), 128: (4.61, 9.22)}

@@ -1,6 +1,6 @@
 """Generation speed: bytes/s of cached versus uncached decoding for HAT and the flat byte model.
 
-    python scripts/benchmark_generate.py --contexts 256 1024 4096 --out runs/bench_generate.json
+    python benchmarks/generate.py --contexts 256 1024 4096 --out runs/bench_generate.json
 
 Models are `configs/hat_tiny.yaml` and `configs/byte_tiny.yaml` (the same backbone) with random weights: speed does
 not depend on the weights, but what a model generates does, and random weights generate non-text whose word
@@ -17,8 +17,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv: list[str] | None = None) -> int:
