@@ -18,13 +18,14 @@ from pathlib import Path
 
 import grain
 import numpy as np
-import tensorstore as ts
 from tqdm import tqdm
 
 from hat.compress.equal_info import M1, WindowSpec, encode_segments, split_segments, windows_to_tokens
 from hat.config import Config
 from hat.data import CorpusError, Document
-from hat.data.corpus import files_fingerprint, open_array, read_document, read_range
+from hat.data.arrays import Appender, Array, open_array, read_range
+from hat.data.cache import cache_key
+from hat.data.corpus import read_document
 from hat.data.run import RunData, cache_directory, split_run_documents
 
 TOKEN_FORMAT_VERSION = 1
@@ -34,8 +35,8 @@ TOKEN_FORMAT_VERSION = 1
 class TokenCorpus:
     """Window tokens and window byte offsets (tensorstore arrays, or numpy arrays for a few files)."""
 
-    tokens: ts.TensorStore | np.ndarray
-    window_offsets: ts.TensorStore | np.ndarray
+    tokens: Array
+    window_offsets: Array
     tokens_per_window: int
     path: Path | None = None
 
@@ -54,12 +55,6 @@ class TokenCorpus:
         return int(read_range(self.window_offsets, self.num_windows, self.num_windows + 1)[0])
 
 
-def _append(store: ts.TensorStore, size: int, values: np.ndarray) -> ts.TensorStore:
-    store = store.resize(exclusive_max=[size + len(values)]).result()
-    store[size : size + len(values)].write(values).result()
-    return store
-
-
 def take_budget(docs: Sequence[Document], max_bytes: int) -> list[Document]:
     """Documents in a fixed pseudo-random order (a hash of each key) until `max_bytes` are covered (0: all, in
     their own order). The last one may be cut by the budget when prepared."""
@@ -76,8 +71,7 @@ def take_budget(docs: Sequence[Document], max_bytes: int) -> list[Document]:
 
 
 def _fingerprint(docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, max_bytes: int) -> str:
-    settings = f"v{TOKEN_FORMAT_VERSION}:{m1.identity}:{m1.batch_size}:{spec}:{segment_bytes}:{max_bytes}"
-    return files_fingerprint(docs, settings.encode())
+    return cache_key(docs, TOKEN_FORMAT_VERSION, m1.identity, m1.batch_size, spec, segment_bytes, max_bytes)
 
 
 def _document_chunks(docs: Sequence[Document], start: int, max_bytes: int, chunk_bytes: int, used: int):
@@ -112,15 +106,14 @@ def prepare_token_corpus(
     progress_path = out / "progress.json"
     if progress_path.is_file():
         progress = json.loads(progress_path.read_text())
-        tokens = open_array(out / "tokens", ts.uint16, create=False)
-        offsets = open_array(out / "window_offsets", ts.int64, create=False)
         # Writes after the last recorded chunk may be partial: cut them off.
-        tokens = tokens.resize(exclusive_max=[progress["num_tokens"]]).result()
-        offsets = offsets.resize(exclusive_max=[progress["num_windows"] + 1]).result()
+        tokens = Appender.reopen(out / "tokens", progress["num_tokens"])
+        offsets = Appender.reopen(out / "window_offsets", progress["num_windows"] + 1)
     else:
         progress = {"documents_done": 0, "num_tokens": 0, "num_windows": 0, "num_bytes": 0}
-        tokens = open_array(out / "tokens", ts.uint16, create=True)
-        offsets = _append(open_array(out / "window_offsets", ts.int64, create=True), 0, np.zeros(1, np.int64))
+        tokens = Appender.create(out / "tokens", np.uint16)
+        offsets = Appender.create(out / "window_offsets", np.int64)
+        offsets.append(np.zeros(1, np.int64))
     total = sum(doc.path.stat().st_size for doc in docs)
     total = min(total, max_bytes) if max_bytes > 0 else total
     chunk_bytes = 2 * m1.batch_size * segment_bytes
@@ -132,8 +125,10 @@ def prepare_token_corpus(
             windows = [w for segment_windows, _ in per_segment for w in segment_windows]
             lengths = np.asarray([n for _, segment_lengths in per_segment for n in segment_lengths], np.int64)
             chunk_tokens = windows_to_tokens(windows, spec).astype(np.uint16)
-            tokens = _append(tokens, progress["num_tokens"], chunk_tokens)
-            offsets = _append(offsets, progress["num_windows"] + 1, progress["num_bytes"] + np.cumsum(lengths))
+            tokens.append(chunk_tokens)
+            offsets.append(progress["num_bytes"] + np.cumsum(lengths))
+            tokens.flush()
+            offsets.flush()
             progress = {
                 "documents_done": done,
                 "num_tokens": progress["num_tokens"] + len(chunk_tokens),
@@ -165,8 +160,8 @@ def load_token_corpus(path: str | Path) -> TokenCorpus:
         raise CorpusError(f"not a prepared token corpus (no manifest.json): {path}")
     manifest = json.loads((path / "manifest.json").read_text())
     return TokenCorpus(
-        tokens=open_array(path / "tokens", ts.uint16, create=False),
-        window_offsets=open_array(path / "window_offsets", ts.int64, create=False),
+        tokens=open_array(path / "tokens"),
+        window_offsets=open_array(path / "window_offsets"),
         tokens_per_window=manifest["window_bits"] // manifest["token_bits"],
         path=path,
     )

@@ -18,27 +18,20 @@ from pathlib import Path
 
 import grain
 import numpy as np
-import tensorstore as ts
 from tqdm import tqdm
 
 from hat.config import Config
-from hat.data.corpus import (
-    CorpusError,
-    Document,
-    files_fingerprint,
-    open_array,
-    read_document,
-    read_range,
-)
+from hat.data.arrays import Appender, Array, open_array, read_range
+from hat.data.cache import cache_key
+from hat.data.corpus import CorpusError, Document, read_document
 from hat.data.run import RunData, cache_directory, split_run_documents
 from hat.text.bpe import EOT_ID, BPETokenizer, corpus_tokenizer_path, load_tokenizer, train_tokenizer
 
 TOKEN_FORMAT_VERSION = 1
-_FLUSH_TOKENS = 1 << 22
 
 
 def _fingerprint(docs: Sequence[Document], *extra: object) -> str:
-    return files_fingerprint(docs, json.dumps([TOKEN_FORMAT_VERSION, *map(str, extra)]).encode())
+    return cache_key(docs, TOKEN_FORMAT_VERSION, *extra)
 
 
 def encode_documents(tokenizer: BPETokenizer, texts: Sequence[bytes]) -> list[list[int]]:
@@ -61,8 +54,8 @@ def encode_documents(tokenizer: BPETokenizer, texts: Sequence[bytes]) -> list[li
 class TokenCorpus:
     """A token stream and each token's byte length, as tensorstore arrays (or numpy arrays for a few files)."""
 
-    tokens: ts.TensorStore | np.ndarray
-    token_bytes: ts.TensorStore | np.ndarray
+    tokens: Array
+    token_bytes: Array
     num_text_bytes: int
 
     @property
@@ -95,40 +88,33 @@ def prepare_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], cache_dir:
         tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        token_store = open_array(tmp / "tokens", ts.int32, create=True)
-        length_store = open_array(tmp / "token_bytes", ts.uint8, create=True)
-        size, num_text_bytes, pending = 0, 0, [np.array([EOT_ID], np.int32)]
+        token_out = Appender.create(tmp / "tokens", np.int32)
+        length_out = Appender.create(tmp / "token_bytes", np.uint8)
+        num_text_bytes = 0
 
-        def flush() -> None:
-            nonlocal token_store, length_store, size, pending
-            block = np.concatenate(pending)
-            lengths = tokenizer.token_lengths[block].astype(np.uint8)
-            token_store = token_store.resize(exclusive_max=[size + len(block)]).result()
-            length_store = length_store.resize(exclusive_max=[size + len(block)]).result()
-            token_store[size : size + len(block)].write(block).result()
-            length_store[size : size + len(block)].write(lengths).result()
-            size += len(block)
-            pending = []
+        def append(ids: np.ndarray) -> None:
+            token_out.append(ids)
+            length_out.append(tokenizer.token_lengths[ids])
 
+        append(np.array([EOT_ID], np.int32))
         batch = 64
         for start in tqdm(range(0, len(docs), batch), desc=f"encoding {name}", leave=False):
             texts = [read_document(doc) for doc in docs[start : start + batch]]
             for text, ids in zip(texts, encode_documents(tokenizer, texts)):
                 if text:
                     num_text_bytes += len(text)
-                    pending += [np.asarray(ids, np.int32), np.array([EOT_ID], np.int32)]
-            if sum(len(p) for p in pending) >= _FLUSH_TOKENS:
-                flush()
-        if pending:
-            flush()
+                    append(np.asarray(ids + [EOT_ID], np.int32))
+        token_out.flush()
+        length_out.flush()
+        size = token_out.size
         manifest = {"format_version": TOKEN_FORMAT_VERSION, "num_tokens": size, "num_text_bytes": num_text_bytes}
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     manifest = json.loads((final / "manifest.json").read_text())
     return TokenCorpus(
-        open_array(final / "tokens", ts.int32, create=False),
-        open_array(final / "token_bytes", ts.uint8, create=False),
+        open_array(final / "tokens"),
+        open_array(final / "token_bytes"),
         int(manifest["num_text_bytes"]),
     )
 
