@@ -9,7 +9,8 @@ from pathlib import Path
 from flax import nnx
 
 from hat.checkpoint import LoadedModel
-from hat.compress.data import TokenSequences, compress_in_memory, load_m1, spec_from_config
+from hat.compress.data import compress_in_memory, load_m1, spec_from_config
+from hat.data.token_store import TokenSequences
 from hat.train.loop import evaluate_source
 from hat.train.step import make_eval_step
 
