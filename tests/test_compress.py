@@ -29,6 +29,7 @@ from hat.compress.equal_info import (
 )
 from hat.config import ConfigError, ModelConfig, TransformerConfig, load_config, to_dict
 from hat.data import Document
+from hat.data.atomic import partial_path
 from hat.kinds import kind_of
 from hat.models import build_model
 
@@ -255,9 +256,9 @@ def test_token_corpus_resumes_and_examples_cover_every_byte(m1s, tmp_path: Path)
     # Interrupt after the first chunk: drop the manifest and garble everything after the recorded progress.
     resumed_dir = tmp_path / "b"
     partial = prepare_token_corpus(docs[:1], m1, spec, 64, resumed_dir, "probe")
-    progress = {"documents_done": 1, "num_tokens": partial.num_tokens, "num_windows": partial.num_windows,
-                "num_bytes": partial.num_bytes}  # fmt: skip
-    target = resumed_dir / full.path.name
+    progress = {"sizes": {"tokens": partial.num_tokens, "window_offsets": partial.num_windows + 1},
+                "state": {"documents_done": 1, "num_bytes": partial.num_bytes}}  # fmt: skip
+    target = partial_path(resumed_dir / full.path.name, resumable=True)
     (resumed_dir / partial.path.name).rename(target)
     (target / "manifest.json").unlink()
     (target / "progress.json").write_text(json.dumps(progress))

@@ -16,6 +16,7 @@ from hat.data import (
     split_documents,
     train_dataset,
 )
+from hat.data.atomic import DirectoryExistsError, atomic_directory, partial_path
 from hat.text import split_words
 
 
@@ -131,3 +132,27 @@ def test_batches_are_step_addressable(text_dir: Path):
     rebuilt = train_dataset(PackedSequences.build(corpus, 128, 64), batch_size=4, seed=3)
     np.testing.assert_array_equal(rebuilt[11]["inputs"], dataset[11]["inputs"])
     assert not np.array_equal(train_dataset(source, 4, seed=4)[11]["inputs"], dataset[11]["inputs"])
+
+
+def test_atomic_directory_publishes_complete_or_nothing(tmp_path: Path):
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic_directory(final) as partial:
+        (partial / "half").write_text("x")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_directory(final) as partial:
+        (partial / "done").write_text("x")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    with pytest.raises(DirectoryExistsError, match="already exists"), atomic_directory(final):
+        pass
+    # A cache filled by another process meanwhile wins; this copy is dropped.
+    with atomic_directory(final, exists_ok=True) as partial:
+        (partial / "second").write_text("x")
+    assert [p.name for p in final.iterdir()] == ["done"] and [p.name for p in tmp_path.iterdir()] == ["out"]
+    # A resumable write keeps its partial directory through an error, for the next attempt.
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "r", resumable=True) as partial:
+        (partial / "chunk0").write_text("x")
+        raise RuntimeError("interrupted")
+    with atomic_directory(tmp_path / "r", resumable=True) as partial:
+        assert (partial / "chunk0").is_file()
+    assert (tmp_path / "r" / "chunk0").is_file() and not partial_path(tmp_path / "r", resumable=True).exists()

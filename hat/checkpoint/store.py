@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ import tensorstore as ts
 from flax import nnx
 
 from hat.config import Config, config_from_dict, to_dict
+from hat.data.atomic import atomic_directory
 from hat.errors import HatError
 from hat.models import build_model
 
@@ -88,7 +88,8 @@ def unflatten_params(flat: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def staging_dir(out_dir: str | Path) -> Iterator[Path]:
-    """Yields a hidden sibling of `out_dir` to write into; renamed to `out_dir` when the block completes.
+    """Yields a hidden sibling of `out_dir` to write into; renamed to `out_dir` when the block completes
+    (`hat.data.atomic.atomic_directory`).
 
     An existing `out_dir` is refused before anything is written; an error inside the block deletes the partial
     directory, so nothing that looks complete is ever left behind. An `OSError` while creating, filling or renaming
@@ -97,14 +98,9 @@ def staging_dir(out_dir: str | Path) -> Iterator[Path]:
     out_dir = Path(out_dir).resolve()
     if out_dir.exists():
         raise ConversionError(f"output directory already exists: {out_dir} (choose a new path or delete it)")
-    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
     try:
-        partial.mkdir(parents=True)
-        yield partial
-        if out_dir.exists():
-            raise ConversionError(f"output directory appeared while writing: {out_dir}")
-        partial.rename(out_dir)
+        with atomic_directory(out_dir) as partial:
+            yield partial
     except HatError:
         raise  # CheckpointError is an OSError too, and already says what went wrong
     except OSError as error:
@@ -112,8 +108,6 @@ def staging_dir(out_dir: str | Path) -> Iterator[Path]:
         raise ConversionError(
             f"cannot write {out_dir}: {error.strerror or error}{where}; check permissions and free space"
         ) from None
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 class ParamStoreWriter:

@@ -1,47 +1,46 @@
-"""M2's data: a corpus compressed with EqualInfoAC into token arrays (tensorstore), and the grain source over them.
+"""M2's data: a corpus compressed with EqualInfoAC into a token store (`hat.data.token_store`), whose
+`TokenSequences` are M2's training examples.
 
 A prepared token corpus holds `tokens` (uint16, every window cut into `tokens_per_window` tokens) and
 `window_offsets` (int64, `num_windows + 1` byte offsets into the concatenated text: window i covers bytes
-`[offsets[i], offsets[i + 1])`). Documents are compressed in chunks; after each chunk the arrays are flushed and a
-progress file records how far they are valid, so an interrupted preparation resumes where it stopped.
+`[offsets[i], offsets[i + 1])`). Documents are compressed in chunks; after each chunk the arrays are written and
+their progress recorded, so an interrupted preparation resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import grain
 import numpy as np
-import tensorstore as ts
 from tqdm import tqdm
 
 from hat.compress.equal_info import M1, WindowSpec, encode_segments, split_segments, windows_to_tokens
 from hat.config import Config
 from hat.data import CorpusError, Document
-from hat.data.corpus import files_fingerprint, open_array, read_document, read_range
+from hat.data.arrays import Array
+from hat.data.cache import build_once
+from hat.data.corpus import read_document
 from hat.data.run import RunData, cache_directory, split_run_documents
+from hat.data.token_store import TokenSequences, TokenStore, TokenStoreWriter, store_key
 
-TOKEN_FORMAT_VERSION = 1
 
+class WindowTokens(TokenStore):
+    """EqualInfoAC window tokens and the windows' byte offsets (`window_offsets`); `tokens_per_window` in the
+    manifest. Each token stands for an equal share of its window's bytes."""
 
-@dataclass(frozen=True)
-class TokenCorpus:
-    """Window tokens and window byte offsets (tensorstore arrays, or numpy arrays for a few files)."""
-
-    tokens: ts.TensorStore | np.ndarray
-    window_offsets: ts.TensorStore | np.ndarray
-    tokens_per_window: int
-    path: Path | None = None
+    KIND = "eqinfo"
+    DTYPES = {"tokens": np.uint16, "window_offsets": np.int64}
 
     @property
-    def num_tokens(self) -> int:
-        return int(self.tokens.shape[0])
+    def window_offsets(self) -> Array:
+        """Byte offsets of the windows, [num_windows + 1]."""
+        return self.arrays["window_offsets"]
+
+    @property
+    def tokens_per_window(self) -> int:
+        return int(self.manifest["tokens_per_window"])
 
     @property
     def num_windows(self) -> int:
@@ -51,13 +50,14 @@ class TokenCorpus:
     def num_bytes(self) -> int:
         if not self.num_windows:
             return 0
-        return int(read_range(self.window_offsets, self.num_windows, self.num_windows + 1)[0])
+        return int(self.read("window_offsets", self.num_windows, self.num_windows + 1)[0])
 
-
-def _append(store: ts.TensorStore, size: int, values: np.ndarray) -> ts.TensorStore:
-    store = store.resize(exclusive_max=[size + len(values)]).result()
-    store[size : size + len(values)].write(values).result()
-    return store
+    def bytes_per_token(self, start: int, stop: int) -> np.ndarray:
+        per = self.tokens_per_window
+        first_window, last_window = start // per, (stop - 1) // per
+        offsets = self.read("window_offsets", first_window, last_window + 2)
+        window_of_token = np.arange(start, stop) // per - first_window
+        return np.diff(offsets)[window_of_token] / per
 
 
 def take_budget(docs: Sequence[Document], max_bytes: int) -> list[Document]:
@@ -73,11 +73,6 @@ def take_budget(docs: Sequence[Document], max_bytes: int) -> list[Document]:
         chosen.append(doc)
         total += doc.path.stat().st_size
     return chosen
-
-
-def _fingerprint(docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, max_bytes: int) -> str:
-    settings = f"v{TOKEN_FORMAT_VERSION}:{m1.identity}:{m1.batch_size}:{spec}:{segment_bytes}:{max_bytes}"
-    return files_fingerprint(docs, settings.encode())
 
 
 def _document_chunks(docs: Sequence[Document], start: int, max_bytes: int, chunk_bytes: int, used: int):
@@ -97,127 +92,74 @@ def _document_chunks(docs: Sequence[Document], start: int, max_bytes: int, chunk
         yield index, chunk
 
 
+def _compress(
+    m1: M1, texts: Sequence[bytes], spec: WindowSpec, segment_bytes: int, progress: Callable[[int], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The window tokens of `texts` (uint16) and the byte length of each window (int64), segment by segment."""
+    segments = [segment for data in texts for segment in split_segments(data, segment_bytes)]
+    per_segment = encode_segments(m1, segments, spec, progress)
+    windows = [w for segment_windows, _ in per_segment for w in segment_windows]
+    lengths = np.asarray([n for _, segment_lengths in per_segment for n in segment_lengths], np.int64)
+    return windows_to_tokens(windows, spec).astype(np.uint16), lengths
+
+
 def prepare_token_corpus(
     docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, cache_dir: Path, name: str,
     max_bytes: int = 0,
-) -> TokenCorpus:
+) -> WindowTokens:
     """Compresses `docs` (at most `max_bytes` of them; 0: all) into a token corpus under `cache_dir`; reuses a
-    finished one and resumes an interrupted one."""
+    finished one and resumes an interrupted one (its hidden partial directory, `hat.data.cache.build_once`)."""
     if not docs:
         raise CorpusError(f"{name}: no documents to compress")
-    out = Path(cache_dir) / f"{name}-eqinfo-{_fingerprint(docs, m1, spec, segment_bytes, max_bytes)}"
-    if (out / "manifest.json").is_file():
-        return load_token_corpus(out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress_path = out / "progress.json"
-    if progress_path.is_file():
-        progress = json.loads(progress_path.read_text())
-        tokens = open_array(out / "tokens", ts.uint16, create=False)
-        offsets = open_array(out / "window_offsets", ts.int64, create=False)
-        # Writes after the last recorded chunk may be partial: cut them off.
-        tokens = tokens.resize(exclusive_max=[progress["num_tokens"]]).result()
-        offsets = offsets.resize(exclusive_max=[progress["num_windows"] + 1]).result()
-    else:
-        progress = {"documents_done": 0, "num_tokens": 0, "num_windows": 0, "num_bytes": 0}
-        tokens = open_array(out / "tokens", ts.uint16, create=True)
-        offsets = _append(open_array(out / "window_offsets", ts.int64, create=True), 0, np.zeros(1, np.int64))
+    key = store_key(docs, m1.identity, m1.batch_size, spec, segment_bytes, max_bytes)
+    final = Path(cache_dir) / f"{name}-eqinfo-{key}"
+    write = lambda out: _write_windows(docs, m1, spec, segment_bytes, out, name, max_bytes)  # noqa: E731
+    return load_token_corpus(build_once(final, write, resumable=True))
+
+
+def _write_windows(
+    docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, out: Path, name: str, max_bytes: int
+) -> None:
+    writer = TokenStoreWriter(out, WindowTokens, resume=True)
+    state = writer.state
+    if state is None:
+        state = {"documents_done": 0, "num_bytes": 0}
+        writer.append("window_offsets", np.zeros(1, np.int64))
     total = sum(doc.path.stat().st_size for doc in docs)
     total = min(total, max_bytes) if max_bytes > 0 else total
     chunk_bytes = 2 * m1.batch_size * segment_bytes
-    with tqdm(total=total, initial=progress["num_bytes"], unit="B", unit_scale=True, desc=f"compressing {name}") as bar:
-        chunks = _document_chunks(docs, progress["documents_done"], max_bytes, chunk_bytes, progress["num_bytes"])
-        for done, chunk in chunks:
-            segments = [segment for data in chunk for segment in split_segments(data, segment_bytes)]
-            per_segment = encode_segments(m1, segments, spec, bar.update)
-            windows = [w for segment_windows, _ in per_segment for w in segment_windows]
-            lengths = np.asarray([n for _, segment_lengths in per_segment for n in segment_lengths], np.int64)
-            chunk_tokens = windows_to_tokens(windows, spec).astype(np.uint16)
-            tokens = _append(tokens, progress["num_tokens"], chunk_tokens)
-            offsets = _append(offsets, progress["num_windows"] + 1, progress["num_bytes"] + np.cumsum(lengths))
-            progress = {
-                "documents_done": done,
-                "num_tokens": progress["num_tokens"] + len(chunk_tokens),
-                "num_windows": progress["num_windows"] + len(windows),
-                "num_bytes": progress["num_bytes"] + int(lengths.sum()),
-            }
-            tmp = progress_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(progress))
-            os.replace(tmp, progress_path)
-    manifest = progress | {
-        "format_version": TOKEN_FORMAT_VERSION,
-        "m1": m1.identity,
-        "window_bits": spec.window_bits,
-        "token_bits": spec.token_bits,
-        "max_window_bytes": spec.max_window_bytes,
-        "precision": spec.precision,
-        "m1_batch_size": m1.batch_size,
-        "segment_bytes": segment_bytes,
-        "documents": [str(doc.path) for doc in docs],
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return load_token_corpus(out)
-
-
-def load_token_corpus(path: str | Path) -> TokenCorpus:
-    """Opens a token corpus written by `prepare_token_corpus`."""
-    path = Path(path)
-    if not (path / "manifest.json").is_file():
-        raise CorpusError(f"not a prepared token corpus (no manifest.json): {path}")
-    manifest = json.loads((path / "manifest.json").read_text())
-    return TokenCorpus(
-        tokens=open_array(path / "tokens", ts.uint16, create=False),
-        window_offsets=open_array(path / "window_offsets", ts.int64, create=False),
-        tokens_per_window=manifest["window_bits"] // manifest["token_bits"],
-        path=path,
+    with tqdm(total=total, initial=state["num_bytes"], unit="B", unit_scale=True, desc=f"compressing {name}") as bar:
+        for done, chunk in _document_chunks(docs, state["documents_done"], max_bytes, chunk_bytes, state["num_bytes"]):
+            tokens, lengths = _compress(m1, chunk, spec, segment_bytes, bar.update)
+            writer.append("tokens", tokens)
+            writer.append("window_offsets", state["num_bytes"] + np.cumsum(lengths))
+            state = {"documents_done": done, "num_bytes": state["num_bytes"] + int(lengths.sum())}
+            writer.checkpoint(state)
+    writer.finish(
+        **state,
+        num_windows=writer.size("window_offsets") - 1,
+        tokens_per_window=spec.tokens_per_window,
+        m1=m1.identity,
+        window_bits=spec.window_bits,
+        token_bits=spec.token_bits,
+        max_window_bytes=spec.max_window_bytes,
+        precision=spec.precision,
+        m1_batch_size=m1.batch_size,
+        segment_bytes=segment_bytes,
+        documents=[str(doc.path) for doc in docs],
     )
 
 
-def compress_in_memory(m1: M1, texts: Sequence[bytes], spec: WindowSpec, segment_bytes: int) -> TokenCorpus:
+def load_token_corpus(path: str | Path) -> WindowTokens:
+    """Opens a token corpus written by `prepare_token_corpus`."""
+    return WindowTokens.open(path)
+
+
+def compress_in_memory(m1: M1, texts: Sequence[bytes], spec: WindowSpec, segment_bytes: int) -> WindowTokens:
     """A token corpus of a few byte strings, in numpy arrays (for evaluation)."""
-    segments = [segment for data in texts for segment in split_segments(data, segment_bytes)]
-    per_segment = encode_segments(m1, segments, spec)
-    windows = [w for segment_windows, _ in per_segment for w in segment_windows]
-    lengths = np.asarray([n for _, segment_lengths in per_segment for n in segment_lengths], np.int64)
+    tokens, lengths = _compress(m1, texts, spec, segment_bytes)
     offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(lengths)])
-    return TokenCorpus(windows_to_tokens(windows, spec).astype(np.uint16), offsets, spec.tokens_per_window)
-
-
-@dataclass(frozen=True)
-class TokenSequences(grain.sources.RandomAccessDataSource):
-    """Examples of `seq_tokens` consecutive tokens: inputs tokens [i*T, i*T + T), targets shifted by one.
-
-    Consecutive examples score every token but the corpus's first exactly once. `target_bytes` gives each target
-    token its share of its window's bytes (window bytes / tokens per window), so bits per byte come out exactly.
-    """
-
-    corpus: TokenCorpus
-    seq_tokens: int
-
-    def __len__(self) -> int:
-        return max(0, math.ceil((self.corpus.num_tokens - 1) / self.seq_tokens))
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        start = index * self.seq_tokens
-        stop = min(start + self.seq_tokens + 1, self.corpus.num_tokens)
-        tokens = read_range(self.corpus.tokens, start, stop).astype(np.int32)
-        n = len(tokens) - 1
-        per = self.corpus.tokens_per_window
-        first_window, last_window = (start + 1) // per, (stop - 1) // per
-        offsets = read_range(self.corpus.window_offsets, first_window, last_window + 2)
-        window_of_target = np.arange(start + 1, stop) // per - first_window
-        example = {
-            "inputs": np.zeros(self.seq_tokens, np.int32),
-            "targets": np.zeros(self.seq_tokens, np.int32),
-            "word_ids": np.zeros(self.seq_tokens, np.int32),
-            "loss_mask": np.zeros(self.seq_tokens, np.float32),
-            "target_bytes": np.zeros(self.seq_tokens, np.float32),
-        }
-        example["inputs"][:n] = tokens[:-1]
-        example["targets"][:n] = tokens[1:]
-        example["loss_mask"][:n] = 1.0
-        example["target_bytes"][:n] = np.diff(offsets)[window_of_target] / per
-        example["text_mask"] = example["loss_mask"].copy()
-        return example
+    return WindowTokens.in_memory({"tokens_per_window": spec.tokens_per_window}, tokens=tokens, window_offsets=offsets)
 
 
 def spec_from_config(config: Config) -> WindowSpec:

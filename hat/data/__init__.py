@@ -1,4 +1,9 @@
-"""Corpus preparation (tensorstore) and the grain pipeline that packs words into byte sequences."""
+"""Corpus preparation (tensorstore) and the grain pipeline that packs words into byte sequences.
+
+Shared by every kind of prepared data: `arrays` (1-D tensorstore arrays, grown in blocks), `atomic` (directories
+that appear complete or not at all), `cache` (cache keys, built once) and `token_store` (token streams and their
+examples, for the BPE format in `tokens` and EqualInfoAC in `hat.compress.data`).
+"""
 
 from hat.data.corpus import (
     CorpusError,

@@ -12,24 +12,22 @@ import glob
 import hashlib
 import json
 import os
-import shutil
 import sysconfig
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorstore as ts
 from tqdm import tqdm
 
 from hat.config import EOT_BYTE
+from hat.data.arrays import Appender, Array, open_array, read_range
+from hat.data.cache import MANIFEST, build_once, cache_key
 from hat.errors import HatError
 from hat.text import word_lengths
 
 # Bump when the prepared layout or the splitter's output changes, so stale caches are not reused.
 PREPARED_FORMAT_VERSION = 1
-_FLUSH_BYTES = 32 << 20
-_CHUNK_ELEMENTS = 1 << 20
 
 
 class CorpusError(HatError, ValueError):
@@ -114,49 +112,6 @@ def split_documents(
     return [d for d in docs if id(d) not in heldout], [d for d in docs if id(d) in heldout]
 
 
-def files_fingerprint(docs: Sequence[Document], settings: bytes) -> str:
-    """A cache key for data prepared from `docs` with `settings`: changes when any file's path, size or
-    modification time, or the settings, change."""
-    h = hashlib.sha256(settings)
-    for doc in docs:
-        stat = doc.path.stat()
-        h.update(f"{doc.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def open_array(path: Path, dtype: ts.dtype, create: bool) -> ts.TensorStore:
-    """A 1-D zarr3 array on local disk: created empty (resizable, large chunks) or opened."""
-    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
-    if create:
-        layout = ts.ChunkLayout(chunk_shape=[_CHUNK_ELEMENTS])
-        return ts.open(spec, create=True, delete_existing=True, dtype=dtype, shape=[0], chunk_layout=layout).result()
-    return ts.open(spec, open=True).result()
-
-
-class _Appender:
-    """Appends to a resizable 1-D tensorstore array, buffering in memory to keep writes large."""
-
-    def __init__(self, store: ts.TensorStore, dtype: np.dtype) -> None:
-        self.store, self.dtype, self.size = store, dtype, 0
-        self.pending: list[np.ndarray] = []
-        self.pending_bytes = 0
-
-    def append(self, values: np.ndarray) -> None:
-        self.pending.append(np.asarray(values, dtype=self.dtype))
-        self.pending_bytes += self.pending[-1].nbytes
-        if self.pending_bytes >= _FLUSH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        block = np.concatenate(self.pending)
-        self.store = self.store.resize(exclusive_max=[self.size + len(block)]).result()
-        self.store[self.size : self.size + len(block)].write(block).result()
-        self.size += len(block)
-        self.pending, self.pending_bytes = [], 0
-
-
 @dataclass(frozen=True)
 class PreparedCorpus:
     """A prepared corpus: byte stream and word boundaries, as tensorstore arrays (or in-memory numpy arrays).
@@ -165,8 +120,8 @@ class PreparedCorpus:
     every end-of-text separator byte (one after each document).
     """
 
-    bytes: ts.TensorStore | np.ndarray
-    word_starts: ts.TensorStore | np.ndarray
+    bytes: Array
+    word_starts: Array
     doc_ends: np.ndarray
     num_text_bytes: int
 
@@ -185,13 +140,6 @@ class PreparedCorpus:
     def read_word_starts(self, start: int, stop: int) -> np.ndarray:
         """Word start offsets [start, stop) as an int64 numpy array."""
         return read_range(self.word_starts, start, stop)
-
-
-def read_range(array: ts.TensorStore | np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Elements [start, stop) of a tensorstore or numpy array, as numpy."""
-    if isinstance(array, np.ndarray):
-        return array[start:stop]
-    return array[start:stop].read().result()
 
 
 def read_document(doc: Document) -> bytes:
@@ -231,31 +179,18 @@ def prepare_corpus(
 ) -> PreparedCorpus:
     """Splits `docs` into words and writes them as tensorstore arrays under `cache_dir`, or reuses a prior run's.
 
-    The directory appears atomically (written under a temporary name, then renamed), so a run killed while
-    preparing never leaves a half-written corpus that a later run would trust.
+    The directory appears atomically (`hat.data.cache.build_once`), so a run killed while preparing never leaves a
+    half-written corpus that a later run would trust.
     """
     if not docs:
         raise CorpusError(f"{name}: no documents to prepare")
-    cache_dir = Path(cache_dir)
-    final = cache_dir / f"{name}-{files_fingerprint(docs, f'v{PREPARED_FORMAT_VERSION}:{max_word_bytes}'.encode())}"
-    if not (final / "manifest.json").is_file():
-        tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        _write_prepared(docs, tmp, max_word_bytes, name)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            # Several processes of one run may prepare the same corpus at once; the first rename wins.
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not (final / "manifest.json").is_file():
-                raise CorpusError(f"{final} exists but is incomplete; delete it and rerun") from None
-    return load_prepared(final)
+    final = Path(cache_dir) / f"{name}-{cache_key(docs, PREPARED_FORMAT_VERSION, max_word_bytes)}"
+    return load_prepared(build_once(final, lambda out: _write_prepared(docs, out, max_word_bytes, name)))
 
 
 def _write_prepared(docs: Sequence[Document], out: Path, max_word_bytes: int | None, name: str) -> None:
-    byte_out = _Appender(open_array(out / "bytes", ts.uint8, create=True), np.uint8)
-    start_out = _Appender(open_array(out / "word_starts", ts.int64, create=True), np.int64)
+    byte_out = Appender.create(out / "bytes", np.uint8)
+    start_out = Appender.create(out / "word_starts", np.int64)
     start_out.append(np.zeros(1, np.int64))
     offset, doc_ends, skipped = 0, [], []
     total = sum(doc.path.stat().st_size for doc in docs)
@@ -284,19 +219,19 @@ def _write_prepared(docs: Sequence[Document], out: Path, max_word_bytes: int | N
         "skipped_empty": skipped,
         "documents": [str(doc.path) for doc in docs],
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
 def load_prepared(path: str | Path) -> PreparedCorpus:
     """Opens a prepared corpus directory written by `prepare_corpus`."""
     path = Path(path)
-    manifest_path = path / "manifest.json"
+    manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        raise CorpusError(f"not a prepared corpus (no manifest.json): {path}")
+        raise CorpusError(f"not a prepared corpus (no {MANIFEST}): {path}")
     manifest = json.loads(manifest_path.read_text())
     return PreparedCorpus(
-        bytes=open_array(path / "bytes", ts.uint8, create=False),
-        word_starts=open_array(path / "word_starts", ts.int64, create=False),
+        bytes=open_array(path / "bytes"),
+        word_starts=open_array(path / "word_starts"),
         doc_ends=np.load(path / "doc_ends.npy"),
         num_text_bytes=int(manifest["num_text_bytes"]),
     )

@@ -1,44 +1,51 @@
-"""Byte-level BPE data for token LMs: a trained tokenizer, the corpus as tensorstore token arrays, fixed-length
-token sequences as a grain source.
+"""Byte-level BPE data for token LMs: a trained tokenizer and the corpus as a token store
+(`hat.data.token_store`), whose `TokenSequences` are the training examples.
 
 The token stream is `[EOT] doc_1 [EOT] doc_2 [EOT] ...` (EOT = end-of-text, id 0) beside each token's length in
-bytes (0 for EOT). Sequence i holds stream positions [i L, (i + 1) L] (inputs are the first L, targets the last L),
-so consecutive sequences score every token exactly once, and bits per byte = summed target NLL / summed target bytes.
+bytes (0 for EOT), so bits per byte = summed target NLL / summed target bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import grain
 import numpy as np
-import tensorstore as ts
 from tqdm import tqdm
 
 from hat.config import Config
-from hat.data.corpus import (
-    CorpusError,
-    Document,
-    files_fingerprint,
-    open_array,
-    read_document,
-    read_range,
-)
+from hat.data.arrays import Array
+from hat.data.cache import build_once, cache_key
+from hat.data.corpus import CorpusError, Document, read_document
 from hat.data.run import RunData, cache_directory, split_run_documents
+from hat.data.token_store import TokenSequences, TokenStore, TokenStoreWriter, store_key
 from hat.text.bpe import EOT_ID, BPETokenizer, corpus_tokenizer_path, load_tokenizer, train_tokenizer
 
-TOKEN_FORMAT_VERSION = 1
-_FLUSH_TOKENS = 1 << 22
+# The key of a cached tokenizer has its own version: the tokenizer file does not change with the token store.
+_TOKENIZER_CACHE_VERSION = 1
 
 
-def _fingerprint(docs: Sequence[Document], *extra: object) -> str:
-    return files_fingerprint(docs, json.dumps([TOKEN_FORMAT_VERSION, *map(str, extra)]).encode())
+class BPETokens(TokenStore):
+    """A BPE token stream and each token's length in bytes (`token_bytes`); `num_text_bytes` in the manifest."""
+
+    KIND = "bpe"
+    DTYPES = {"tokens": np.int32, "token_bytes": np.uint8}
+
+    @property
+    def token_bytes(self) -> Array:
+        """Each token's length in bytes, [num_tokens]."""
+        return self.arrays["token_bytes"]
+
+    @property
+    def num_text_bytes(self) -> int:
+        return int(self.manifest["num_text_bytes"])
+
+    def bytes_per_token(self, start: int, stop: int) -> np.ndarray:
+        return self.read("token_bytes", start, stop)
+
+    def is_text(self, tokens: np.ndarray) -> np.ndarray:
+        return tokens != EOT_ID
 
 
 def encode_documents(tokenizer: BPETokenizer, texts: Sequence[bytes]) -> list[list[int]]:
@@ -57,112 +64,41 @@ def encode_documents(tokenizer: BPETokenizer, texts: Sequence[bytes]) -> list[li
     return out
 
 
-@dataclass(frozen=True)
-class TokenCorpus:
-    """A token stream and each token's byte length, as tensorstore arrays (or numpy arrays for a few files)."""
-
-    tokens: ts.TensorStore | np.ndarray
-    token_bytes: ts.TensorStore | np.ndarray
-    num_text_bytes: int
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.tokens.shape[0])
-
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens and their byte lengths at stream positions [start, stop)."""
-        return read_range(self.tokens, start, stop), read_range(self.token_bytes, start, stop)
-
-
-def tokens_in_memory(tokenizer: BPETokenizer, texts: Sequence[bytes]) -> TokenCorpus:
+def tokens_in_memory(tokenizer: BPETokenizer, texts: Sequence[bytes]) -> BPETokens:
     """The token stream of a few documents (byte strings) as numpy arrays; for evaluation."""
     pieces = [np.array([EOT_ID], np.int32)]
     for ids in encode_documents(tokenizer, texts):
         pieces += [np.asarray(ids, np.int32), np.array([EOT_ID], np.int32)]
     tokens = np.concatenate(pieces)
-    lengths = tokenizer.token_lengths[tokens].astype(np.uint8)
-    return TokenCorpus(tokens, lengths, int(lengths.sum(dtype=np.int64)))
+    lengths = tokenizer.token_lengths[tokens]
+    return BPETokens.in_memory({"num_text_bytes": int(lengths.sum(dtype=np.int64))}, tokens=tokens, token_bytes=lengths)
 
 
-def prepare_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], cache_dir: Path, name: str) -> TokenCorpus:
-    """Encodes `docs` into tensorstore arrays under `cache_dir` (reused when the files and tokenizer match).
-
-    Written under a temporary name and renamed when complete, like `hat.data.prepare_corpus`.
-    """
+def prepare_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], cache_dir: Path, name: str) -> BPETokens:
+    """Encodes `docs` into a token store under `cache_dir` (reused when the files and tokenizer match), written
+    once and atomically (`hat.data.cache.build_once`) like `hat.data.prepare_corpus`."""
     tokenizer_hash = hashlib.sha256(tokenizer.hf.to_str().encode()).hexdigest()[:16]
-    final = cache_dir / f"{name}-bpe-{_fingerprint(docs, tokenizer_hash)}"
-    if not (final / "manifest.json").is_file():
-        tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        token_store = open_array(tmp / "tokens", ts.int32, create=True)
-        length_store = open_array(tmp / "token_bytes", ts.uint8, create=True)
-        size, num_text_bytes, pending = 0, 0, [np.array([EOT_ID], np.int32)]
-
-        def flush() -> None:
-            nonlocal token_store, length_store, size, pending
-            block = np.concatenate(pending)
-            lengths = tokenizer.token_lengths[block].astype(np.uint8)
-            token_store = token_store.resize(exclusive_max=[size + len(block)]).result()
-            length_store = length_store.resize(exclusive_max=[size + len(block)]).result()
-            token_store[size : size + len(block)].write(block).result()
-            length_store[size : size + len(block)].write(lengths).result()
-            size += len(block)
-            pending = []
-
-        batch = 64
-        for start in tqdm(range(0, len(docs), batch), desc=f"encoding {name}", leave=False):
-            texts = [read_document(doc) for doc in docs[start : start + batch]]
-            for text, ids in zip(texts, encode_documents(tokenizer, texts)):
-                if text:
-                    num_text_bytes += len(text)
-                    pending += [np.asarray(ids, np.int32), np.array([EOT_ID], np.int32)]
-            if sum(len(p) for p in pending) >= _FLUSH_TOKENS:
-                flush()
-        if pending:
-            flush()
-        manifest = {"format_version": TOKEN_FORMAT_VERSION, "num_tokens": size, "num_text_bytes": num_text_bytes}
-        (tmp / "manifest.json").write_text(json.dumps(manifest))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    manifest = json.loads((final / "manifest.json").read_text())
-    return TokenCorpus(
-        open_array(final / "tokens", ts.int32, create=False),
-        open_array(final / "token_bytes", ts.uint8, create=False),
-        int(manifest["num_text_bytes"]),
-    )
+    final = Path(cache_dir) / f"{name}-bpe-{store_key(docs, tokenizer_hash)}"
+    return BPETokens.open(build_once(final, lambda out: _write_tokens(tokenizer, docs, out, name)))
 
 
-@dataclass(frozen=True)
-class TokenSequences(grain.sources.RandomAccessDataSource):
-    """Random access to token training examples: int32 `inputs`, `targets`, `word_ids` (zeros; flat models ignore
-    them), float32 `loss_mask`, `text_mask` (targets that are text, not EOT) and `target_bytes` (bytes per target).
-    The last sequence is padded (masked) when the stream does not fill it."""
+def _write_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], out: Path, name: str) -> None:
+    writer = TokenStoreWriter(out, BPETokens)
+    num_text_bytes = 0
 
-    corpus: TokenCorpus
-    seq_tokens: int
+    def append(ids_N: np.ndarray) -> None:
+        writer.append("tokens", ids_N)
+        writer.append("token_bytes", tokenizer.token_lengths[ids_N])
 
-    def __len__(self) -> int:
-        return -(-(self.corpus.num_tokens - 1) // self.seq_tokens) if self.corpus.num_tokens > 1 else 0
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        start = index * self.seq_tokens
-        tokens, lengths = self.corpus.read(start, min(start + self.seq_tokens + 1, self.corpus.num_tokens))
-        n = len(tokens) - 1
-        sequence = np.zeros(self.seq_tokens + 1, np.int32)
-        sequence[: n + 1] = tokens
-        target_bytes = np.zeros(self.seq_tokens, np.float32)
-        target_bytes[:n] = lengths[1:]
-        loss_mask = np.zeros(self.seq_tokens, np.float32)
-        loss_mask[:n] = 1.0
-        return {
-            "inputs": sequence[:-1],
-            "targets": sequence[1:],
-            "word_ids": np.zeros(self.seq_tokens, np.int32),
-            "loss_mask": loss_mask,
-            "text_mask": (loss_mask * (sequence[1:] != EOT_ID)).astype(np.float32),
-            "target_bytes": target_bytes,
-        }
+    append(np.array([EOT_ID], np.int32))
+    batch = 64
+    for start in tqdm(range(0, len(docs), batch), desc=f"encoding {name}", leave=False):
+        texts = [read_document(doc) for doc in docs[start : start + batch]]
+        for text, ids in zip(texts, encode_documents(tokenizer, texts)):
+            if text:
+                num_text_bytes += len(text)
+                append(np.asarray([*ids, EOT_ID], np.int32))
+    writer.finish(num_text_bytes=num_text_bytes)
 
 
 def tokenizer_path(config: Config) -> Path:
@@ -177,7 +113,8 @@ def resolve_tokenizer(config: Config, train_docs: Sequence[Document], cache_dir:
     if bpe.tokenizer:
         tokenizer = load_tokenizer(bpe.tokenizer)
     else:
-        cached = corpus_tokenizer_path(cache_dir, _fingerprint(train_docs, bpe.train_bytes), bpe.vocab_size)
+        key = cache_key(train_docs, _TOKENIZER_CACHE_VERSION, bpe.train_bytes)
+        cached = corpus_tokenizer_path(cache_dir, key, bpe.vocab_size)
         if not cached.is_file():
 
             def texts():

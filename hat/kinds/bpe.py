@@ -17,7 +17,8 @@ from hat.byteprob.session import ByteLevelSession
 from hat.checkpoint import LoadedModel
 from hat.config import Config
 from hat.data.run import RunData
-from hat.data.tokens import TokenSequences, prepare_bpe_data, tokens_in_memory
+from hat.data.token_store import TokenSequences
+from hat.data.tokens import prepare_bpe_data, tokens_in_memory
 from hat.kinds.base import ModelKind, Scorer, require
 from hat.sampling import Session
 from hat.text.bpe import EOT_ID

@@ -11,10 +11,11 @@ from typing import Any
 import jax.numpy as jnp
 
 from hat.checkpoint import LoadedModel
-from hat.compress.data import TokenSequences, compress_in_memory, load_m1, prepare_eqinfo_data, spec_from_config
+from hat.compress.data import compress_in_memory, load_m1, prepare_eqinfo_data, spec_from_config
 from hat.compress.generate import sample_eqinfo_bytes
 from hat.config import Config
 from hat.data.run import RunData
+from hat.data.token_store import TokenSequences
 from hat.kinds.base import KindError, ModelKind, Scorer, require
 from hat.sampling import Sampling, Session, stop_stream
 
