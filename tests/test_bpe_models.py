@@ -197,3 +197,24 @@ def test_benchmark_functions_on_a_tiny_run(runs):
     with pytest.raises(SystemExit) as info:
         benchmark.main(["--help"])
     assert info.value.code == 0
+
+
+def test_the_suite_scores_a_token_lm_by_the_canonical_tokenisation_of_each_file(runs, corpus, tmp_path):
+    """The registry's token scorer (one teacher-forced pass over each file's tokens, as training lays them out)
+    gives the canonical log-probability that the exact byte chain computes beside its own, for a file that fits
+    the model's context."""
+    from hat.evaluate import evaluate_suite
+
+    path = tmp_path / "short.py"  # fits the model's 32-token context: both score it in one window
+    path.write_bytes(b"def f(x):\n    return x + 1  # caf\xc3 \xff ok\n")
+    data = path.read_bytes()
+    exact = load_byte_model(runs["bpe"])
+    exact.text_logprobs(data)
+    canonical = -exact.last_canonical_log_prob / np.log(2) / len(data)
+    result = evaluate_suite(
+        [load_model(runs["bpe"]), load_model(runs["byte"])], [path], perturbations=("delete",), workdir=tmp_path
+    )
+    token, byte = result["models"]
+    assert token["bits_per_byte"] == pytest.approx(canonical, rel=1e-5)
+    assert token["unit"] == "token" and token["unit_vocabulary"] == 400 and token["bytes"] == len(data)
+    assert byte["unit"] == "byte" and np.isfinite(token["delete_increase"])
