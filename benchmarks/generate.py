@@ -45,19 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     greedy = (np.float32(0.0), np.int32(0), np.float32(1.0))
     key = jax.random.key(0)
 
-    def cached_run(loaded, context: bytes, new_bytes: int) -> tuple[float, int]:
-        session = decode_session(loaded)
-        logits = session.start([context])
-        jax.block_until_ready(logits)
-        start = time.perf_counter()
-        for step in range(new_bytes):
-            np.asarray(choose(logits, key, *greedy))
-            logits = session.append([text[len(context) + step]])
-        jax.block_until_ready(logits)
-        return time.perf_counter() - start, session.backbone_calls
-
-    def uncached_run(loaded, context: bytes, new_bytes: int) -> float:
-        session = decode_session(loaded, use_cache=False)
+    def timed_run(session, context: bytes, new_bytes: int) -> float:
+        """Seconds for `new_bytes` steps after `context` (prefill and compilation excluded), each step fed the
+        text's real next byte after a greedy choice, as generation would do its work."""
         logits = session.start([context])
         jax.block_until_ready(logits)
         start = time.perf_counter()
@@ -78,10 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             model = build_model(config.model, rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
             loaded = LoadedModel(model, config, 0, Path())
             context = text[:context_bytes]
-            cached_run(loaded, context, args.cached_bytes)  # compile
-            cached_s, calls = cached_run(loaded, context, args.cached_bytes)
-            uncached_run(loaded, context, 1)  # compile
-            uncached_s = uncached_run(loaded, context, args.uncached_bytes)
+            timed_run(decode_session(loaded), context, args.cached_bytes)  # compile
+            cached = decode_session(loaded)
+            cached_s = timed_run(cached, context, args.cached_bytes)
+            calls = cached.backbone_calls
+            timed_run(decode_session(loaded, use_cache=False), context, 1)  # compile
+            uncached_s = timed_run(decode_session(loaded, use_cache=False), context, args.uncached_bytes)
             row = {
                 "model": name,
                 "params": count_params(model)["total"],

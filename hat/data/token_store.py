@@ -14,6 +14,7 @@ Layout of `DIR/`:
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ def store_key(docs: Sequence[Document], *settings: object) -> str:
 
 
 @dataclass(frozen=True)
-class TokenStore:
+class TokenStore(abc.ABC):
     """A token stream and its side arrays (`arrays`, named as in `DTYPES`), with its manifest's fields.
 
     Subclasses name their format (`KIND`), their arrays and dtypes (`DTYPES`: "tokens" and the side arrays), and
@@ -88,10 +89,10 @@ class TokenStore:
         """Elements [start, stop) of array `name`."""
         return read_range(self.arrays[name], start, stop)
 
+    @abc.abstractmethod
     def bytes_per_token(self, start: int, stop: int) -> np.ndarray:
         """The bytes each token at stream positions [start, stop) stands for, [stop - start]; they add up to the
         stream's text bytes."""
-        raise NotImplementedError
 
     def is_text(self, tokens: np.ndarray) -> np.ndarray:
         """Which `tokens` are text (bool, like `tokens`); all of them unless the format has markers."""

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding
 
 from hat.data.pipeline import eval_batches
 from hat.models.sharding import ShardingRules, activation_sharding
 
 Batch = dict[str, jax.Array]
 LN2 = math.log(2.0)
+
+
+class Shardings(Protocol):
+    """Where parameters and batches live on the mesh (`hat.train.step.StepShardings` is one)."""
+
+    params: Any
+    batch: NamedSharding
+    replicated: NamedSharding
 
 
 def token_losses(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
@@ -60,7 +69,7 @@ def make_eval_step(
     graphdef: nnx.GraphDef,
     num_words: int,
     rules: ShardingRules | None = None,
-    shardings: Any = None,
+    shardings: Shardings | None = None,
 ) -> Callable[..., Any]:
     """Jitted `eval_step(params, batch)`: summed NLL (nats) of text targets and the text bytes they cover, and of
     all targets, so callers can aggregate exactly over many batches."""
@@ -75,7 +84,7 @@ def make_eval_step(
     return jax.jit(eval_step, in_shardings=(shardings.params, shardings.batch), out_shardings=shardings.replicated)
 
 
-def global_batch(local: dict[str, np.ndarray], shardings: Any) -> dict[str, jax.Array]:
+def global_batch(local: dict[str, np.ndarray], shardings: Shardings) -> dict[str, jax.Array]:
     """Assembles every process's rows into global arrays sharded over the batch axes."""
     return {key: jax.make_array_from_process_local_data(shardings.batch, value) for key, value in local.items()}
 
@@ -86,7 +95,7 @@ def evaluate_source(
     source: Any,
     batch_size: int,
     max_sequences: int = 0,
-    shardings: Any = None,
+    shardings: Shardings | None = None,
 ) -> dict[str, float]:
     """Exact held-out totals over `source`: bits per text byte, and nats per target (EOT included)."""
     totals = {"text_nats": 0.0, "text_bytes": 0.0, "nats": 0.0, "targets": 0.0}
