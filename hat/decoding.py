@@ -29,7 +29,6 @@ import jax.numpy as jnp
 
 from hat.models import HAT, FlatLM
 from hat.models.cache import KVCache, layer_extend, layer_prefill
-from hat.models.layers import cast
 
 
 @jax.tree_util.register_dataclass
@@ -149,24 +148,15 @@ def hat_prefill(
 
 def _pool_open_word(model: HAT, state: HATState, end_B: jax.Array) -> jax.Array:
     """The word vector (B x D) of each row's open word, cut at `end_B`: `PoolingAttention` over its bytes only."""
-    pool = model.encoder_connector.cross_attention_encoder_connector
     slots = state.recent_BxMxE.shape[1]
     positions_BxM = state.word_start_B[:, None] + jnp.arange(slots)[None]
-    inside_BxM = positions_BxM < end_B[:, None]
+    # The word's bytes are segment 0 (word 0 of one); the rest of the ring is padding (segment 1).
+    segments_BxM = (positions_BxM >= end_B[:, None]).astype(jnp.int32)
+    word_BxM = jnp.broadcast_to(state.word_index_B[:, None], positions_BxM.shape)
     enc_BxMxE = jnp.take_along_axis(state.recent_BxMxE, (positions_BxM % slots)[..., None], axis=1)
+    pool = model.encoder_connector.cross_attention_encoder_connector
     query_D = model.encoder_connector.latent_query[...]
-    q_Bx1xNxH, k_BxMxKxH, v_BxMxKxH = pool.project(query_D, enc_BxMxE, state.word_index_B[:, None], positions_BxM)
-    batch, _, heads, head_dim = q_Bx1xNxH.shape
-    kv_heads = pool.num_kv_heads
-    q_BxKxGxH = q_Bx1xNxH.reshape(batch, kv_heads, heads // kv_heads, head_dim)
-    scores_BxKxGxM = jnp.einsum(
-        "bkgh,bmkh->bkgm", q_BxKxGxH, k_BxMxKxH, preferred_element_type=jnp.float32
-    ) / jnp.sqrt(jnp.float32(head_dim))
-    scores_BxKxGxM = jnp.where(inside_BxM[:, None, None], scores_BxKxGxM, -jnp.inf)
-    weights_BxKxGxM = jax.nn.softmax(scores_BxKxGxM, axis=-1)
-    pooled_BxKxGxH = jnp.einsum("bkgm,bmkh->bkgh", weights_BxKxGxM, v_BxMxKxH.astype(jnp.float32))
-    pooled_BxNxH = pooled_BxKxGxH.reshape(batch, heads, head_dim).astype(pool.dtype)
-    return jnp.einsum("bnh,nhd->bd", pooled_BxNxH, cast(pool.o_proj, pool.dtype))
+    return pool(query_D, enc_BxMxE, segments_BxM, 1, word_BxM, positions_BxM)[:, 0]
 
 
 def _decode_bytes(

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from hat.models.layers import Attention, DecoderLayer, apply_rope, cast, causal_attention
+from hat.models.attention import CausalMask, PositionMask, attend
+from hat.models.layers import Attention, DecoderLayer, apply_rope, cast
 
 
 @jax.tree_util.register_dataclass
@@ -90,7 +91,7 @@ def attention_prefill(
     batch, length = x_BxTxD.shape[:2]
     positions_BxT = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
     q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = _project(attn, x_BxTxD, positions_BxT)
-    out_BxTxNxH = causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, attn.sliding_window)
+    out_BxTxNxH = attend(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, CausalMask(attn.sliding_window))
     keep_BxT = (positions_BxT < lengths_B[:, None]) & (positions_BxT >= lengths_B[:, None] - slots)
     cache = _write(empty_cache(attn, batch, slots), k_BxTxKxH, v_BxTxKxH, positions_BxT, keep_BxT)
     return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(attn.o_proj, attn.dtype)), cache
@@ -101,36 +102,19 @@ def attention_extend(
 ) -> tuple[jax.Array, KVCache]:
     """`attn` over a chunk of L new positions per row (consecutive where valid), reading the cache.
 
-    Invalid chunk entries (a row with fewer new positions, or none) attend only to themselves and are not
-    written; their outputs are meaningless.
+    Invalid chunk entries (a row with fewer new positions, or none) are neither read by the others nor written;
+    their outputs are meaningless.
     """
-    batch, length = x_BxLxD.shape[:2]
     q_BxLxNxH, k_BxLxKxH, v_BxLxKxH = _project(attn, x_BxLxD, positions_BxL)
     big = jnp.iinfo(jnp.int32).max
     first_B = jnp.min(jnp.where(valid_BxL, positions_BxL, big), axis=1)
     last_B = jnp.max(jnp.where(valid_BxL, positions_BxL, -1), axis=1)
-    query_BxLx1 = positions_BxL[:, :, None]
-    window = attn.sliding_window
-    key_Bx1xS = cache.pos_BxS[:, None, :]
-    seen_BxLxS = (key_Bx1xS >= 0) & (key_Bx1xS < first_B[:, None, None])
-    chunk_BxLxL = (jnp.arange(length)[None, :] <= jnp.arange(length)[:, None])[None] & valid_BxL[:, None, :]
-    if window is not None:
-        seen_BxLxS &= query_BxLx1 - key_Bx1xS < window
-        chunk_BxLxL &= query_BxLx1 - positions_BxL[:, None, :] < window
-    chunk_BxLxL |= jnp.eye(length, dtype=bool)[None]
-    allowed_BxLxC = jnp.concatenate([seen_BxLxS, chunk_BxLxL], axis=2)
-
+    seen_BxS = jnp.where(cache.pos_BxS < first_B[:, None], cache.pos_BxS, -1)
+    key_positions_BxC = jnp.concatenate([seen_BxS, jnp.where(valid_BxL, positions_BxL, -1)], axis=1)
     k_BxCxKxH = jnp.concatenate([cache.k_BxSxKxH, k_BxLxKxH.astype(cache.k_BxSxKxH.dtype)], axis=1)
     v_BxCxKxH = jnp.concatenate([cache.v_BxSxKxH, v_BxLxKxH.astype(cache.v_BxSxKxH.dtype)], axis=1)
-    heads, head_dim = q_BxLxNxH.shape[2:]
-    kv_heads = k_BxCxKxH.shape[2]
-    q_BxLxKxGxH = q_BxLxNxH.reshape(batch, length, kv_heads, heads // kv_heads, head_dim)
-    scores_BxKxGxLxC = jnp.einsum(
-        "blkgh,bckh->bkglc", q_BxLxKxGxH, k_BxCxKxH, preferred_element_type=jnp.float32
-    ) / jnp.sqrt(jnp.float32(head_dim))
-    scores_BxKxGxLxC = jnp.where(allowed_BxLxC[:, None, None], scores_BxKxGxLxC, -jnp.inf)
-    weights = jax.nn.softmax(scores_BxKxGxLxC, axis=-1).astype(v_BxCxKxH.dtype)
-    out_BxLxNxH = jnp.einsum("bkglc,bckh->blkgh", weights, v_BxCxKxH).reshape(batch, length, heads, head_dim)
+    mask = PositionMask(positions_BxL, key_positions_BxC, attn.sliding_window)
+    out_BxLxNxH = attend(q_BxLxNxH, k_BxCxKxH, v_BxCxKxH, mask)
     keep_BxL = valid_BxL & (positions_BxL > last_B[:, None] - cache.slots)
     cache = _write(cache, k_BxLxKxH, v_BxLxKxH, positions_BxL, keep_BxL)
     return jnp.einsum("btnh,nhd->btd", out_BxLxNxH, cast(attn.o_proj, attn.dtype)), cache
