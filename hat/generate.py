@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hat import decoding
 from hat.config import EOT_BYTE
 from hat.inference import LoadedModel, with_layer_layout
+from hat.models import decoding
 from hat.sampling import StopMatcher, check_sampling, choose, filter_logits
 from hat.text import continues_word, split_words
 

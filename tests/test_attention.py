@@ -1,12 +1,14 @@
-"""`attend` (every mask kind) against a brute-force masked softmax."""
+"""`attend` (every mask kind) against a brute-force masked softmax, and the ring writes of `KVCache`."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hat.models.attention import CausalMask, PositionMask, SegmentMask, attend
+from hat.models.kv_cache import KVCache, attend_cached
 
 HEADS, KV_HEADS, HEAD_DIM = 4, 2, 8
 
@@ -71,3 +73,32 @@ def test_segments_read_only_their_own_keys():
     assert got.shape == (2, num_segments, HEADS, HEAD_DIM)
     np.testing.assert_allclose(got, reference(q_WxNxH, k, v, allowed_BxWxS), atol=1e-5)
     np.testing.assert_array_equal(got[:, 2], 0.0)
+
+
+def test_ring_write_keeps_the_latest_slots_and_skips_padding():
+    cache = KVCache.init(2, 4, KV_HEADS, HEAD_DIM, jnp.float32)
+    assert cache.empty and cache.slots == 4
+    values = jnp.arange(2 * 6, dtype=jnp.float32).reshape(2, 6, 1, 1) * jnp.ones((1, 1, KV_HEADS, HEAD_DIM))
+    positions = jnp.array([[0, 1, 2, 3, 4, 5], [0, 1, 2, -1, -1, -1]])
+    written = cache.write(values, values, positions)
+    assert not written.empty
+    np.testing.assert_array_equal(written.pos_BxS, [[4, 5, 2, 3], [0, 1, 2, -1]])
+    np.testing.assert_array_equal(written.k_BxSxKxH[:, :, 0, 0], [[4, 5, 2, 3], [6, 7, 8, 0]])
+    again = jax.jit(lambda c: c.write(values[:, :1], values[:, :1], jnp.array([[6], [-1]])))(written)
+    np.testing.assert_array_equal(again.pos_BxS, [[4, 5, 6, 3], [0, 1, 2, -1]])
+
+
+def test_a_recomputed_chunk_hides_the_stale_entries_it_replaces():
+    """A cache of positions 0..5 and a chunk recomputing 3, 4: the chunk reads cached 0..2 and itself, then
+    replaces 3 and 4 (5 stays, stale, until overwritten)."""
+    q, k, v = qkv(2, 8)
+    cached_positions_BxS = jnp.broadcast_to(jnp.arange(6), (2, 6))
+    cache = KVCache.init(2, 8, KV_HEADS, HEAD_DIM, jnp.float32).write(k[:, :6], v[:, :6], cached_positions_BxS)
+    positions_BxL = jnp.array([[3, 4], [3, 4]])
+    out, updated = attend_cached(q, k[:, 6:], v[:, 6:], positions_BxL, cache, None)
+    keys = [0, 1, 2, 6, 7]  # cached 0..2, then the chunk
+    allowed = np.array([[True, True, True, True, False], [True] * 5])
+    expected = reference(q, k[:, keys], v[:, keys], np.broadcast_to(allowed, (2, 2, 5)))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_array_equal(updated.k_BxSxKxH[:, 3:5], k[:, 6:])
+    np.testing.assert_array_equal(updated.pos_BxS[0], [0, 1, 2, 3, 4, 5, -1, -1])

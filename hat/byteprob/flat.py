@@ -92,7 +92,7 @@ class CachedFlatTokenModel:
     """
 
     def __init__(self, loaded: LoadedModel, max_states: int = 128) -> None:
-        from hat.decoding import flat_decode, flat_prefill
+        from hat.models.decoding import flat_decode, flat_prefill
 
         self.fallback = FlatTokenModel(loaded)
         self.vocab_size, self.context = self.fallback.vocab_size, self.fallback.context

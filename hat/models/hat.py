@@ -13,12 +13,15 @@ Inputs: `word_ids_BxT` gives each byte's word index in [0, W); padding bytes car
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from hat.config import ModelConfig, PoolingConfig
 from hat.models.attention import SegmentMask, attend
+from hat.models.kv_cache import KVCache
 from hat.models.layers import (
     INIT_STD,
     ACT_BxTxD,
@@ -125,6 +128,30 @@ class PoolingAttention(nnx.Module):
         return jnp.einsum("bwnh,nhd->bwd", pooled_BxWxNxH, cast(self.o_proj, self.dtype))
 
 
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class ByteRing:
+    """The pooling's cache in incremental decoding: encoder states of each row's latest M bytes (M = the longest
+    word), position p in slot p % M. Byte steps write it; closing a word pools that word's bytes from it."""
+
+    enc_BxMxE: jax.Array
+
+    @property
+    def slots(self) -> int:
+        """Number of slots M."""
+        return self.enc_BxMxE.shape[1]
+
+    def read(self, positions_BxL: jax.Array) -> jax.Array:
+        """The states at the given positions (each among the latest M written): B x L x E."""
+        return jnp.take_along_axis(self.enc_BxMxE, (positions_BxL % self.slots)[..., None], axis=1)
+
+    def write(self, enc_BxE: jax.Array, position_B: jax.Array) -> ByteRing:
+        """The ring with one new byte per row."""
+        write_row = lambda ring_MxE, slot, enc_E: ring_MxE.at[slot].set(enc_E)  # noqa: E731
+        enc_BxE = enc_BxE.astype(self.enc_BxMxE.dtype)
+        return ByteRing(jax.vmap(write_row)(self.enc_BxMxE, position_B % self.slots, enc_BxE))
+
+
 class EncoderConnector(nnx.Module):
     """Word pooling: one learned latent query (backbone width), shared by all words; output = word vector."""
 
@@ -146,6 +173,17 @@ class EncoderConnector(nnx.Module):
         pool = self.cross_attention_encoder_connector
         positions_1xT = _positions(enc_BxTxE.shape[1])
         return pool(self.latent_query[...], enc_BxTxE, word_ids_BxT, num_words, word_ids_BxT, positions_1xT)
+
+    def pool_word(self, cache: ByteRing, word_B: jax.Array, start_B: jax.Array, end_B: jax.Array) -> jax.Array:
+        """The cached form of `__call__`: the vector (B x D) of word `word_B` made of the bytes `start_B ..
+        end_B - 1` (at most M of them, all among the latest M bytes), whose states are in `cache`."""
+        positions_BxM = start_B[:, None] + jnp.arange(cache.slots)[None]
+        # The word's bytes are segment 0 (word 0 of one); the rest of the ring is padding (segment 1).
+        segments_BxM = (positions_BxM >= end_B[:, None]).astype(jnp.int32)
+        word_BxM = jnp.broadcast_to(word_B[:, None], positions_BxM.shape)
+        pool = self.cross_attention_encoder_connector
+        query_D, enc_BxMxE = self.latent_query[...], cache.read(positions_BxM)
+        return pool(query_D, enc_BxMxE, segments_BxM, 1, word_BxM, positions_BxM)[:, 0]
 
 
 class DecoderConnector(nnx.Module):
@@ -216,15 +254,25 @@ class DecoderBlock(nnx.Module):
             self.kv_norm = self.cross_attention = None
         self.llama_layer = DecoderLayer(cfg.decoder, dtype=dtype, rngs=rngs)
 
+    def init_cache(self, batch: int, capacity: int, recompute: int = 0) -> KVCache:
+        """An empty cache for the block's Llama layer (see `Attention.init_cache`)."""
+        return self.llama_layer.init_cache(batch, capacity, recompute)
+
     def __call__(
-        self, x_BxTxE: jax.Array, pred_BxWxD: jax.Array, word_ids_BxT: jax.Array, positions_BxT: jax.Array
-    ) -> jax.Array:
+        self,
+        x_BxTxE: jax.Array,
+        pred_BxWxD: jax.Array,
+        word_ids_BxT: jax.Array,
+        positions_BxT: jax.Array,
+        cache: KVCache | None = None,
+    ) -> jax.Array | tuple[jax.Array, KVCache]:
+        """The block's output; with a cache, `(output, updated cache)` (see `Attention.__call__`)."""
         if self.cross_attention is not None:
             update_BxWxE = self.cross_attention(self.kv_norm(pred_BxWxD))
             # Padding bytes (word id W) read an all-zero row, so their states stay finite and nothing real moves.
             update_BxSxE = jnp.pad(update_BxWxE, ((0, 0), (0, 1), (0, 0)))
             x_BxTxE = x_BxTxE + jnp.take_along_axis(update_BxSxE, word_ids_BxT[..., None], axis=1)
-        return self.llama_layer(x_BxTxE, positions_BxT)
+        return self.llama_layer(x_BxTxE, positions_BxT, cache)
 
 
 class Decoder(nnx.Module):

@@ -18,6 +18,7 @@ from flax import nnx
 
 from hat.config import RopeScalingConfig, TransformerConfig
 from hat.models.attention import CausalMask, attend
+from hat.models.kv_cache import KVCache, attend_cached, cache_slots
 from hat.models.sharding import constrain, make_param
 
 INIT_STD = 0.02
@@ -123,7 +124,17 @@ class Attention(nnx.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array) -> jax.Array:
+    def init_cache(self, batch: int, capacity: int, recompute: int = 0) -> KVCache:
+        """An empty cache for contexts of up to `capacity` positions (see `cache_slots` for `recompute`)."""
+        kv_heads, head_dim = self.k_proj.shape[1:]
+        slots = cache_slots(self.sliding_window, capacity, recompute)
+        return KVCache.init(batch, slots, kv_heads, head_dim, self.dtype)
+
+    def __call__(
+        self, x_BxTxD: jax.Array, positions_BxT: jax.Array, cache: KVCache | None = None
+    ) -> jax.Array | tuple[jax.Array, KVCache]:
+        """Attention output; with a cache, `(output, updated cache)` for a chunk of new positions (see
+        `hat.models.kv_cache`: negative positions are padding)."""
         q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, cast(self.q_proj, self.dtype))
         k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.k_proj, self.dtype))
         v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.v_proj, self.dtype))
@@ -132,8 +143,14 @@ class Attention(nnx.Module):
         q_BxTxNxH = constrain(apply_rope(q_BxTxNxH, positions_BxT, self.rope_theta, self.rope_scaling), _HEADS)
         k_BxTxKxH = constrain(apply_rope(k_BxTxKxH, positions_BxT, self.rope_theta, self.rope_scaling), _KV_HEADS)
         v_BxTxKxH = constrain(v_BxTxKxH, _KV_HEADS)
-        out_BxTxNxH = attend(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, CausalMask(self.sliding_window))
-        return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(self.o_proj, self.dtype))
+        if cache is None:
+            out_BxTxNxH = attend(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, CausalMask(self.sliding_window))
+        else:
+            out_BxTxNxH, cache = attend_cached(
+                q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, positions_BxT, cache, self.sliding_window
+            )
+        out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(self.o_proj, self.dtype))
+        return out_BxTxD if cache is None else (out_BxTxD, cache)
 
 
 class MLP(nnx.Module):
@@ -162,9 +179,22 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps, rngs=rngs)
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array) -> jax.Array:
-        x_BxTxD = constrain(x_BxTxD + self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT), ACT_BxTxD)
-        return constrain(x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD)), ACT_BxTxD)
+    def init_cache(self, batch: int, capacity: int, recompute: int = 0) -> KVCache:
+        """An empty cache for the layer's attention (see `Attention.init_cache`)."""
+        return self.self_attn.init_cache(batch, capacity, recompute)
+
+    def __call__(
+        self, x_BxTxD: jax.Array, positions_BxT: jax.Array, cache: KVCache | None = None
+    ) -> jax.Array | tuple[jax.Array, KVCache]:
+        """The layer's output; with a cache, `(output, updated cache)` (see `Attention.__call__`)."""
+        normed_BxTxD = self.input_layernorm(x_BxTxD)
+        if cache is None:
+            attn_BxTxD = self.self_attn(normed_BxTxD, positions_BxT)
+        else:
+            attn_BxTxD, cache = self.self_attn(normed_BxTxD, positions_BxT, cache)
+        x_BxTxD = constrain(x_BxTxD + attn_BxTxD, ACT_BxTxD)
+        x_BxTxD = constrain(x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD)), ACT_BxTxD)
+        return x_BxTxD if cache is None else (x_BxTxD, cache)
 
 
 def make_layers(cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.List:
