@@ -6,7 +6,7 @@ sampler (`hat.sampling.sample_session`) drives either.
 
 * `UncachedSession` re-splits and re-runs the whole window for every byte; when a context outgrows the window,
   whole words are dropped from its front, one step at a time.
-* `DecodeSession` prefills once, then takes one jitted step per byte with preallocated caches (see
+* `HatSession` and `FlatSession` prefill once, then take one jitted step per byte with preallocated caches (see
   `hat.models.decoding`); a HAT runs its backbone once per word. The word splitter runs on the host on the current word
   only (`hat.text.continues_word`). Its logits equal the uncached session's as long as the context fits the
   window. A context that does not fit (a long prompt, or a long generation) is cut to its most recent whole words

@@ -13,11 +13,15 @@ Inputs: `word_ids_BxT` gives each byte's word index in [0, W); padding bytes car
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from hat.config import ModelConfig, PoolingConfig
+from hat.models.attention import SegmentMask, attend
+from hat.models.kv_cache import KVCache
 from hat.models.layers import (
     INIT_STD,
     ACT_BxTxD,
@@ -65,8 +69,9 @@ class Encoder(nnx.Module):
 class PoolingAttention(nnx.Module):
     """Per-word cross-attention: a word's query attends, non-causally, to that word's bytes only.
 
-    The softmax over each word's bytes is a segment softmax over word ids (O(T) memory, no T x W matrix). Each
-    byte carries its own word's query, rotated to the word index; keys are rotated to byte positions.
+    The softmax over each word's bytes is a segment softmax over word ids (`SegmentMask`: O(T) memory, no T x W
+    matrix). Each byte carries its own word's query, rotated to the word's position; keys are rotated to byte
+    positions.
     """
 
     def __init__(
@@ -81,7 +86,6 @@ class PoolingAttention(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.dtype = dtype
-        self.num_kv_heads = pool.num_kv_heads
         self.rope_theta = pool.rope_theta
         self.rope_scaling = pool.rope_scaling
         heads, kv_heads = pool.num_heads, pool.num_kv_heads
@@ -100,53 +104,52 @@ class PoolingAttention(nnx.Module):
         else:
             self.norm_query = self.norm_key = None
 
-    def project(
-        self, query_D: jax.Array, enc_BxTxE: jax.Array, query_positions_BxS: jax.Array, key_positions_BxT: jax.Array
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Rotated queries (B x S x N x H: the one query at each of S positions), rotated keys and values
-        (B x T x K x H) of the encoder states; shared by training (`__call__`) and cached pooling (`hat.decoding`)."""
-        batch, num_queries = query_positions_BxS.shape
+    def __call__(
+        self,
+        query_D: jax.Array,
+        enc_BxTxE: jax.Array,
+        word_ids_BxT: jax.Array,
+        num_words: int,
+        word_positions_BxT: jax.Array,
+        byte_positions_BxT: jax.Array,
+    ) -> jax.Array:
+        """Word vectors B x W x D: word w's query over the bytes whose word id is w (sorted ids; W or more: padding).
+        Byte t's key is rotated to `byte_positions_BxT`, the query it meets to its word's position
+        `word_positions_BxT`."""
         q_NxH = jnp.einsum("d,dnh->nh", query_D.astype(self.dtype), cast(self.q_proj, self.dtype))
         k_BxTxKxH = jnp.einsum("btd,dkh->btkh", enc_BxTxE, cast(self.k_proj, self.dtype))
         v_BxTxKxH = jnp.einsum("btd,dkh->btkh", enc_BxTxE, cast(self.v_proj, self.dtype))
         if self.norm_query is not None:
             q_NxH, k_BxTxKxH = self.norm_query(q_NxH), self.norm_key(k_BxTxKxH)
-        q_BxSxNxH = jnp.broadcast_to(q_NxH, (batch, num_queries, *q_NxH.shape))
-        q_BxSxNxH = apply_rope(q_BxSxNxH, query_positions_BxS, self.rope_theta, self.rope_scaling)
-        k_BxTxKxH = apply_rope(k_BxTxKxH, key_positions_BxT, self.rope_theta, self.rope_scaling)
-        return q_BxSxNxH, k_BxTxKxH, v_BxTxKxH
-
-    def __call__(
-        self, query_D: jax.Array, enc_BxTxE: jax.Array, word_ids_BxT: jax.Array, num_words: int
-    ) -> jax.Array:
-        batch, length, _ = enc_BxTxE.shape
-        kv_heads = self.num_kv_heads
-        q_BxTxNxH, k_BxTxKxH, v_BxTxKxH = self.project(query_D, enc_BxTxE, word_ids_BxT, _positions(length))
-        heads, head_dim = q_BxTxNxH.shape[2:]
-        q_BxTxKxGxH = q_BxTxNxH.reshape(batch, length, kv_heads, heads // kv_heads, head_dim)
-        scores_BxTxKxG = jnp.einsum(
-            "btkgh,btkh->btkg", q_BxTxKxGxH, k_BxTxKxH, preferred_element_type=jnp.float32
-        ) / jnp.sqrt(jnp.float32(head_dim))
-        # vmap over the batch keeps it a batch axis of the scatter, which partitions cleanly under data sharding.
-        pooled_BxSxKxGxH = jax.vmap(_segment_attention, in_axes=(0, 0, 0, None))(
-            scores_BxTxKxG, v_BxTxKxH, word_ids_BxT, num_words + 1
-        )
-        pooled_BxWxNxH = pooled_BxSxKxGxH[:, :num_words].reshape(batch, num_words, heads, head_dim)
-        return jnp.einsum("bwnh,nhd->bwd", pooled_BxWxNxH.astype(self.dtype), cast(self.o_proj, self.dtype))
+        q_BxTxNxH = jnp.broadcast_to(q_NxH, (*word_positions_BxT.shape, *q_NxH.shape))
+        q_BxTxNxH = apply_rope(q_BxTxNxH, word_positions_BxT, self.rope_theta, self.rope_scaling)
+        k_BxTxKxH = apply_rope(k_BxTxKxH, byte_positions_BxT, self.rope_theta, self.rope_scaling)
+        pooled_BxWxNxH = attend(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, SegmentMask(word_ids_BxT, num_words))
+        return jnp.einsum("bwnh,nhd->bwd", pooled_BxWxNxH, cast(self.o_proj, self.dtype))
 
 
-def _segment_attention(
-    scores_TxKxG: jax.Array, v_TxKxH: jax.Array, ids_T: jax.Array, num_segments: int
-) -> jax.Array:
-    """Softmax of `scores` within each segment of `ids` (sorted), applied to `v`; empty segments give zeros."""
-    segment = dict(segment_ids=ids_T, num_segments=num_segments, indices_are_sorted=True)
-    # The max only stabilises exp(); softmax does not depend on it, so no gradient needs to flow through it.
-    max_SxKxG = jax.lax.stop_gradient(jax.ops.segment_max(scores_TxKxG, **segment))
-    weights_TxKxG = jnp.exp(scores_TxKxG - max_SxKxG[ids_T])
-    denom_SxKxG = jax.ops.segment_sum(weights_TxKxG, **segment)
-    weighted_TxKxGxH = weights_TxKxG[..., None] * v_TxKxH[:, :, None, :].astype(jnp.float32)
-    numer_SxKxGxH = jax.ops.segment_sum(weighted_TxKxGxH, **segment)
-    return numer_SxKxGxH / jnp.where(denom_SxKxG > 0, denom_SxKxG, 1.0)[..., None]
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class ByteRing:
+    """The pooling's cache in incremental decoding: encoder states of each row's latest M bytes (M = the longest
+    word), position p in slot p % M. Byte steps write it; closing a word pools that word's bytes from it."""
+
+    enc_BxMxE: jax.Array
+
+    @property
+    def slots(self) -> int:
+        """Number of slots M."""
+        return self.enc_BxMxE.shape[1]
+
+    def read(self, positions_BxL: jax.Array) -> jax.Array:
+        """The states at the given positions (each among the latest M written): B x L x E."""
+        return jnp.take_along_axis(self.enc_BxMxE, (positions_BxL % self.slots)[..., None], axis=1)
+
+    def write(self, enc_BxE: jax.Array, position_B: jax.Array) -> ByteRing:
+        """The ring with one new byte per row."""
+        write_row = lambda ring_MxE, slot, enc_E: ring_MxE.at[slot].set(enc_E)  # noqa: E731
+        enc_BxE = enc_BxE.astype(self.enc_BxMxE.dtype)
+        return ByteRing(jax.vmap(write_row)(self.enc_BxMxE, position_B % self.slots, enc_BxE))
 
 
 class EncoderConnector(nnx.Module):
@@ -165,7 +168,22 @@ class EncoderConnector(nnx.Module):
         )
 
     def __call__(self, enc_BxTxE: jax.Array, word_ids_BxT: jax.Array, num_words: int) -> jax.Array:
-        return self.cross_attention_encoder_connector(self.latent_query[...], enc_BxTxE, word_ids_BxT, num_words)
+        """One vector per word slot (B x W x D) from the byte states of a sequence; empty slots are zero."""
+        # A word's position is its index.
+        pool = self.cross_attention_encoder_connector
+        positions_1xT = _positions(enc_BxTxE.shape[1])
+        return pool(self.latent_query[...], enc_BxTxE, word_ids_BxT, num_words, word_ids_BxT, positions_1xT)
+
+    def pool_word(self, cache: ByteRing, word_B: jax.Array, start_B: jax.Array, end_B: jax.Array) -> jax.Array:
+        """The cached form of `__call__`: the vector (B x D) of word `word_B` made of the bytes `start_B ..
+        end_B - 1` (at most M of them, all among the latest M bytes), whose states are in `cache`."""
+        positions_BxM = start_B[:, None] + jnp.arange(cache.slots)[None]
+        # The word's bytes are segment 0 (word 0 of one); the rest of the ring is padding (segment 1).
+        segments_BxM = (positions_BxM >= end_B[:, None]).astype(jnp.int32)
+        word_BxM = jnp.broadcast_to(word_B[:, None], positions_BxM.shape)
+        pool = self.cross_attention_encoder_connector
+        query_D, enc_BxMxE = self.latent_query[...], cache.read(positions_BxM)
+        return pool(query_D, enc_BxMxE, segments_BxM, 1, word_BxM, positions_BxM)[:, 0]
 
 
 class DecoderConnector(nnx.Module):
@@ -236,15 +254,25 @@ class DecoderBlock(nnx.Module):
             self.kv_norm = self.cross_attention = None
         self.llama_layer = DecoderLayer(cfg.decoder, dtype=dtype, rngs=rngs)
 
+    def init_cache(self, batch: int, capacity: int, recompute: int = 0) -> KVCache:
+        """An empty cache for the block's Llama layer (see `Attention.init_cache`)."""
+        return self.llama_layer.init_cache(batch, capacity, recompute)
+
     def __call__(
-        self, x_BxTxE: jax.Array, pred_BxWxD: jax.Array, word_ids_BxT: jax.Array, positions_BxT: jax.Array
-    ) -> jax.Array:
+        self,
+        x_BxTxE: jax.Array,
+        pred_BxWxD: jax.Array,
+        word_ids_BxT: jax.Array,
+        positions_BxT: jax.Array,
+        cache: KVCache | None = None,
+    ) -> jax.Array | tuple[jax.Array, KVCache]:
+        """The block's output; with a cache, `(output, updated cache)` (see `Attention.__call__`)."""
         if self.cross_attention is not None:
             update_BxWxE = self.cross_attention(self.kv_norm(pred_BxWxD))
             # Padding bytes (word id W) read an all-zero row, so their states stay finite and nothing real moves.
             update_BxSxE = jnp.pad(update_BxWxE, ((0, 0), (0, 1), (0, 0)))
             x_BxTxE = x_BxTxE + jnp.take_along_axis(update_BxSxE, word_ids_BxT[..., None], axis=1)
-        return self.llama_layer(x_BxTxE, positions_BxT)
+        return self.llama_layer(x_BxTxE, positions_BxT, cache)
 
 
 class Decoder(nnx.Module):

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hat.config import RopeScalingConfig, TransformerConfig
+from hat.models.attention import CausalMask, attend
+from hat.models.kv_cache import KVCache, attend_cached, cache_slots
 from hat.models.sharding import constrain, make_param
 
 INIT_STD = 0.02
@@ -96,56 +98,6 @@ def apply_rope(
     return out.astype(x_BxTxNxH.dtype)
 
 
-def causal_attention(
-    q_BxTxNxH: jax.Array, k_BxTxKxH: jax.Array, v_BxTxKxH: jax.Array, window: int | None
-) -> jax.Array:
-    """Causal grouped-query attention; with a window shorter than the sequence, only T x 2w scores are formed.
-
-    `jax.nn.dot_product_attention` with `local_window_size` still builds every T x T score (on CPU and in its XLA
-    path), which makes byte-level layers with a short window as slow as full attention.
-    """
-    length = q_BxTxNxH.shape[1]
-    if window is None or window >= length:
-        return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, is_causal=True)
-    return blocked_window_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, window)
-
-
-def blocked_window_attention(
-    q_BxTxNxH: jax.Array, k_BxTxKxH: jax.Array, v_BxTxKxH: jax.Array, window: int
-) -> jax.Array:
-    """Sliding-window causal attention in blocks of `window` queries, each reading its own and the previous block.
-
-    A query at t sees keys t - window + 1 .. t, which always lie in those two blocks.
-    """
-    batch, length, heads, head_dim = q_BxTxNxH.shape
-    kv_heads = k_BxTxKxH.shape[2]
-    blocks = -(-length // window)
-    pad = blocks * window - length
-
-    def to_blocks(x: jax.Array) -> jax.Array:
-        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
-        return x.reshape(batch, blocks, window, *x.shape[2:])
-
-    q_BxCxWxKxGxH = to_blocks(q_BxTxNxH).reshape(batch, blocks, window, kv_heads, heads // kv_heads, head_dim)
-    k_BxCxWxKxH, v_BxCxWxKxH = to_blocks(k_BxTxKxH), to_blocks(v_BxTxKxH)
-    shift = lambda x: jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0), (0, 0)))[:, :-1]  # noqa: E731
-    k_BxCxSxKxH = jnp.concatenate([shift(k_BxCxWxKxH), k_BxCxWxKxH], axis=2)
-    v_BxCxSxKxH = jnp.concatenate([shift(v_BxCxWxKxH), v_BxCxWxKxH], axis=2)
-    scores_BxCxKxGxWxS = jnp.einsum(
-        "bcwkgh,bcskh->bckgws", q_BxCxWxKxGxH, k_BxCxSxKxH, preferred_element_type=jnp.float32
-    ) / jnp.sqrt(jnp.float32(head_dim))
-    # Query i of a block sits at key slot i + window; it may read slots i + 1 .. i + window. Block 0 has no
-    # previous block, so its first `window` slots are padding.
-    query_W1 = jnp.arange(window)[:, None] + window
-    key_1S = jnp.arange(2 * window)[None, :]
-    allowed_WxS = (key_1S <= query_W1) & (key_1S > query_W1 - window)
-    allowed_CxWxS = allowed_WxS[None] & ((jnp.arange(blocks)[:, None, None] > 0) | (key_1S >= window)[None])
-    scores_BxCxKxGxWxS = jnp.where(allowed_CxWxS[None, :, None, None], scores_BxCxKxGxWxS, -jnp.inf)
-    weights = jax.nn.softmax(scores_BxCxKxGxWxS, axis=-1).astype(v_BxTxKxH.dtype)
-    out_BxCxWxKxGxH = jnp.einsum("bckgws,bcskh->bcwkgh", weights, v_BxCxSxKxH)
-    return out_BxCxWxKxGxH.reshape(batch, blocks * window, heads, head_dim)[:, :length]
-
-
 class Attention(nnx.Module):
     """Causal grouped-query self-attention with RoPE, optional per-head QK-norm and optional sliding window.
 
@@ -172,7 +124,17 @@ class Attention(nnx.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array) -> jax.Array:
+    def init_cache(self, batch: int, capacity: int, recompute: int = 0) -> KVCache:
+        """An empty cache for contexts of up to `capacity` positions (see `cache_slots` for `recompute`)."""
+        kv_heads, head_dim = self.k_proj.shape[1:]
+        slots = cache_slots(self.sliding_window, capacity, recompute)
+        return KVCache.init(batch, slots, kv_heads, head_dim, self.dtype)
+
+    def __call__(
+        self, x_BxTxD: jax.Array, positions_BxT: jax.Array, cache: KVCache | None = None
+    ) -> jax.Array | tuple[jax.Array, KVCache]:
+        """Attention output; with a cache, `(output, updated cache)` for a chunk of new positions (see
+        `hat.models.kv_cache`: negative positions are padding)."""
         q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, cast(self.q_proj, self.dtype))
         k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.k_proj, self.dtype))
         v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.v_proj, self.dtype))
@@ -181,8 +143,14 @@ class Attention(nnx.Module):
         q_BxTxNxH = constrain(apply_rope(q_BxTxNxH, positions_BxT, self.rope_theta, self.rope_scaling), _HEADS)
         k_BxTxKxH = constrain(apply_rope(k_BxTxKxH, positions_BxT, self.rope_theta, self.rope_scaling), _KV_HEADS)
         v_BxTxKxH = constrain(v_BxTxKxH, _KV_HEADS)
-        out_BxTxNxH = causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, self.sliding_window)
-        return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(self.o_proj, self.dtype))
+        if cache is None:
+            out_BxTxNxH = attend(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, CausalMask(self.sliding_window))
+        else:
+            out_BxTxNxH, cache = attend_cached(
+                q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, positions_BxT, cache, self.sliding_window
+            )
+        out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(self.o_proj, self.dtype))
+        return out_BxTxD if cache is None else (out_BxTxD, cache)
 
 
 class MLP(nnx.Module):
@@ -211,9 +179,22 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps, rngs=rngs)
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array) -> jax.Array:
-        x_BxTxD = constrain(x_BxTxD + self.self_attn(self.input_layernorm(x_BxTxD), positions_BxT), ACT_BxTxD)
-        return constrain(x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD)), ACT_BxTxD)
+    def init_cache(self, batch: int, capacity: int, recompute: int = 0) -> KVCache:
+        """An empty cache for the layer's attention (see `Attention.init_cache`)."""
+        return self.self_attn.init_cache(batch, capacity, recompute)
+
+    def __call__(
+        self, x_BxTxD: jax.Array, positions_BxT: jax.Array, cache: KVCache | None = None
+    ) -> jax.Array | tuple[jax.Array, KVCache]:
+        """The layer's output; with a cache, `(output, updated cache)` (see `Attention.__call__`)."""
+        normed_BxTxD = self.input_layernorm(x_BxTxD)
+        if cache is None:
+            attn_BxTxD = self.self_attn(normed_BxTxD, positions_BxT)
+        else:
+            attn_BxTxD, cache = self.self_attn(normed_BxTxD, positions_BxT, cache)
+        x_BxTxD = constrain(x_BxTxD + attn_BxTxD, ACT_BxTxD)
+        x_BxTxD = constrain(x_BxTxD + self.mlp(self.post_attention_layernorm(x_BxTxD)), ACT_BxTxD)
+        return x_BxTxD if cache is None else (x_BxTxD, cache)
 
 
 def make_layers(cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.List:
