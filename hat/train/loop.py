@@ -165,9 +165,10 @@ def train(config: Config) -> dict[str, float]:
 
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     start_step = 0
-    if (latest := checkpointer.latest_step()) is not None:
-        # Restored straight into this mesh's shardings, whatever mesh wrote the checkpoint.
-        state, meta = checkpointer.restore(latest, abstract_state(setup))
+    # Restored straight into this mesh's shardings, whatever mesh wrote the checkpoint; a newest checkpoint that
+    # does not read back is reported and set aside, and the next older one is used.
+    if (restored := checkpointer.restore_latest(abstract_state(setup), log=tqdm.write)) is not None:
+        latest, state, meta = restored
         _check_resumable(config, meta)
         params, opt_state, start_step = state["params"], state["opt_state"], int(meta["data_step"])
         tqdm.write(f"resumed from {checkpointer.directory / str(latest)} at step {start_step}")
