@@ -2,11 +2,15 @@
 unwritable workdir, a metrics file cut mid-line, a full disk) is one line for the user, and what was good survives."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from support import TINY_HAT, cli
+from support import REPO, TINY_HAT, cli
 
 TINY = [
     *TINY_HAT,
@@ -123,3 +127,44 @@ def test_training_on_only_bad_checkpoints_is_one_line_and_moves_nothing(run_copy
     assert line.startswith(f"error: no checkpoint in {run_copy / 'checkpoints'} restores (newest, 4: data corrupt")
     assert f"delete {run_copy / 'checkpoints'} to train from scratch" in line
     assert not (run_copy / "checkpoints.bad").exists()
+
+
+def hold_in_subprocess(workdir: Path) -> subprocess.Popen:
+    """Another process holding `workdir` as a training run does, until killed."""
+    code = (
+        "import sys, time; from pathlib import Path; from hat.train.workdir import hold_workdir\n"
+        "with hold_workdir(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    holder = subprocess.Popen([sys.executable, "-c", code, str(workdir)], stdout=subprocess.PIPE, text=True, env=env)
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(corpus: Path, tmp_path: Path, capsys):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    holder = hold_in_subprocess(workdir)
+    try:
+        assert cli("train")(train_args(workdir, corpus, 2)) == 2
+        line = one_line(capsys.readouterr().err)
+        assert line == (
+            f"error: workdir {workdir} is in use by another training process (pid {holder.pid}); wait for it to "
+            "finish or stop it, or give this run another workdir"
+        )
+        assert not (workdir / "config.yaml").exists()  # the refused run wrote nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (workdir / ".lock").exists()  # left behind by the killed holder, and no obstacle
+    assert cli("train")(train_args(workdir, corpus, 2)) == 0
+    assert (workdir / "checkpoints" / "2").is_dir()
+
+
+def test_a_workdir_that_cannot_be_created_or_written_is_one_line(corpus: Path, tmp_path: Path, capsys):
+    (tmp_path / "file").write_text("")
+    assert cli("train")(train_args(tmp_path / "file" / "run", corpus, 2)) == 2
+    assert one_line(capsys.readouterr().err).startswith(f"error: cannot create workdir {tmp_path / 'file' / 'run'}: ")
+    (tmp_path / "run" / "config.yaml").mkdir(parents=True)  # a path that cannot be written as a file
+    assert cli("train")(train_args(tmp_path / "run", corpus, 2)) == 2
+    assert one_line(capsys.readouterr().err).startswith(f"error: cannot write {tmp_path / 'run' / 'config.yaml'}: ")
