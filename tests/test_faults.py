@@ -73,6 +73,8 @@ def one_line(err: str) -> str:
 
 def test_training_resumes_from_the_newest_checkpoint_that_restores(run_copy: Path, corpus: Path, capsys):
     damage(run_copy / "checkpoints" / "4", "flip")
+    with (run_copy / "metrics.jsonl").open("a") as metrics:
+        metrics.write('{"step": 5, "train/lo')  # the run was killed mid-line
     capsys.readouterr()
     assert cli("train")(train_args(run_copy, corpus, 6)) == 0
     out = capsys.readouterr()
@@ -83,6 +85,20 @@ def test_training_resumes_from_the_newest_checkpoint_that_restores(run_copy: Pat
     assert f"resumed from {run_copy / 'checkpoints' / '2'} at step 2" in out.out + out.err
     assert sorted(p.name for p in (run_copy / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4", "6"]
     assert (run_copy / "checkpoints.bad" / "4" / "state").is_dir()  # kept for inspection
+    rows = [json.loads(line) for line in (run_copy / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "train/loss" in row] == [2, 4, 6]
+
+
+def test_a_metrics_file_cut_mid_line_loses_only_that_line(tmp_path: Path):
+    from hat.train.metrics import MetricWriter, read_metrics
+
+    cut = '{"step": 0, "params/total": 1}\n{"step": 2, "train/loss": 5.0}\n{"step": 4, "train/loss": 4.'
+    for resume_step, kept in [(2, [0, 2]), (0, [])]:
+        (tmp_path / "metrics.jsonl").write_text(cut)
+        writer = MetricWriter(tmp_path, resume_step=resume_step)
+        writer.write(resume_step + 1, {"train/loss": 3.0})
+        writer.close()
+        assert [row["step"] for row in read_metrics(tmp_path)] == [*kept, resume_step + 1]
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "delete"])
