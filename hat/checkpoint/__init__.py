@@ -6,13 +6,20 @@
 """
 
 from hat.checkpoint.load import LoadedModel, load_model, open_params, with_layer_layout
-from hat.checkpoint.run import Checkpointer, CheckpointError, load_config_from_checkpoint, locate_checkpoint
+from hat.checkpoint.run import (
+    Checkpointer,
+    CheckpointError,
+    CorruptCheckpointError,
+    load_config_from_checkpoint,
+    locate_checkpoint,
+)
 from hat.checkpoint.store import ConversionError, ParamStoreWriter, is_param_store, load_store_config, read_param_store
 
 __all__ = [
     "CheckpointError",
     "Checkpointer",
     "ConversionError",
+    "CorruptCheckpointError",
     "LoadedModel",
     "ParamStoreWriter",
     "is_param_store",

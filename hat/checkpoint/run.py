@@ -1,11 +1,16 @@
 """Orbax checkpoints of a run: parameters, optimizer state and step, plus the config and data position as JSON.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed mid-save leaves
-the previous checkpoint as the latest restorable one.
+the previous checkpoint as the latest restorable one. A complete checkpoint can still fail to restore (bytes flipped
+on disk, a file cut short or deleted): every restore here turns exactly those read failures into a `CheckpointError`
+naming the step directory and the fix, and training falls back to the newest checkpoint that restores.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,74 @@ from hat.errors import HatError
 
 class CheckpointError(HatError, FileNotFoundError):
     """No usable checkpoint at the given path; the message names the path."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A complete checkpoint whose files do not read back; `reason` says why in a few words."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Tensorstore reports a failed read of a file as ValueError('CODE: Error reading "<key>" in OCDBT database at local
+# file "<dir>": <detail>; at byte N [tensorstore_spec=...]'), possibly nested in 'Error opening "<driver>" driver: '.
+_TENSORSTORE_FILE_ERROR = re.compile(r'^[A-Z_]+: .*(?:in OCDBT database|local file ")', re.S)
+_TENSORSTORE_KEY = re.compile(r'Error reading "([^"]*)"')
+
+
+def _tensorstore_detail(message: str) -> str:
+    message = message.split(" [tensorstore_spec", 1)[0].split("; at byte", 1)[0]
+    detail = message.rsplit('": ', 1)[-1].strip()
+    key = _TENSORSTORE_KEY.search(message)
+    return f"{detail} in {key[1]}" if key else detail
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def read_failure(error: BaseException) -> str | None:
+    """Why a checkpoint's files did not read back, in a few words, if `error` (or what caused it) is such a failure:
+    corrupt or cut-short array data, unreadable JSON metadata, a missing item or file. None for anything else, which
+    is a bug and must keep its traceback.
+
+    Orbax wraps tensorstore's ValueError in a bare `Exception`, so the causes are searched, not the outer type.
+    """
+    for cause in _causes(error):
+        if isinstance(cause, json.JSONDecodeError):
+            return f"metadata corrupt: {cause}"
+        if isinstance(cause, ValueError) and _TENSORSTORE_FILE_ERROR.match(str(cause)):
+            return f"data corrupt: {_tensorstore_detail(str(cause))}"
+        if isinstance(cause, KeyError) and "was not found in the checkpoint" in str(cause):
+            return f"incomplete: {str(cause).strip(chr(39))}"
+        if isinstance(cause, OSError) and not isinstance(cause, CheckpointError):
+            return f"unreadable: {cause}"
+    return None
+
+
+def _older_steps_hint(step_dir: Path) -> str:
+    older = [s for s in _complete_steps(step_dir.parent) if s < int(step_dir.name)]
+    if older:
+        return f"point at an older step, e.g. {step_dir.parent / str(older[-1])}"
+    return f"there is no older one in {step_dir.parent}: train again, or restore it from a backup"
+
+
+def _reading(step_dir: Path, read: Callable[[], Any]) -> Any:
+    """`read()`, with a failure to read the checkpoint at `step_dir` turned into a `CorruptCheckpointError`."""
+    try:
+        return read()
+    except Exception as error:  # orbax raises bare Exceptions; read_failure narrows, everything else is re-raised
+        reason = read_failure(error)
+        if reason is None:
+            raise
+        raise CorruptCheckpointError(
+            f"checkpoint {step_dir} does not restore ({reason}); {_older_steps_hint(step_dir)}", reason
+        ) from None
 
 
 class Checkpointer:
@@ -38,12 +111,53 @@ class Checkpointer:
         self.manager.save(step, args=args)
 
     def restore(self, step: int, abstract_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Restores `(state, meta)` at `step` into the shapes, dtypes and shardings of `abstract_state`."""
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()),
-        )
+        """Restores `(state, meta)` at `step` into the shapes, dtypes and shardings of `abstract_state`; files that do
+        not read back are a `CorruptCheckpointError`."""
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+        restored = _reading(self.directory / str(step), lambda: self.manager.restore(step, args=args))
         return restored["state"], restored["meta"]
+
+    def restore_latest(
+        self, abstract_state: dict[str, Any], log: Callable[[str], None] = print
+    ) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
+        """Restores the newest checkpoint that reads back, as `(step, state, meta)`; None when there is none.
+
+        The restore itself is the verification: the newest step is restored and only on a read failure is the next
+        older one tried, so a healthy run reads its checkpoint once per start, never a second time to check it.
+        Newer checkpoints that failed are moved to `<workdir>/checkpoints.bad/` (kept for inspection, and out of
+        the way of the steps this run saves again) and each is reported by `log` in one line. When none restores,
+        nothing is moved and the `CheckpointError` says what to do.
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        failed: list[tuple[int, str]] = []
+        for step in steps:
+            try:
+                state, meta = self.restore(step, abstract_state)
+            except CorruptCheckpointError as error:
+                failed.append((step, error.reason))
+                continue
+            for bad, reason in failed:
+                moved = self._set_aside(bad)
+                log(f"checkpoint {bad} does not restore ({reason}); moved it to {moved}, resuming from {step}")
+            if failed:
+                self.manager.reload()
+            return step, state, meta
+        if failed:
+            newest, reason = failed[0]
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} restores (newest, {newest}: {reason}; all {len(failed)} fail); "
+                f"delete {self.directory} to train from scratch, or restore it from a backup"
+            )
+        return None
+
+    def _set_aside(self, step: int) -> Path:
+        bad_dir = self.directory.parent / "checkpoints.bad"
+        bad_dir.mkdir(exist_ok=True)
+        target, copy = bad_dir / str(step), 1
+        while target.exists():  # the same step went bad in an earlier run too
+            target, copy = bad_dir / f"{step}.{copy}", copy + 1
+        (self.directory / str(step)).rename(target)
+        return target
 
     def wait(self) -> None:
         """Blocks until pending async saves are on disk."""
@@ -64,35 +178,44 @@ def locate_checkpoint(path: str | Path) -> tuple[Path, int]:
         path = path / "checkpoints"
     if path.name.isdigit() and (path / "meta").exists():
         return path.parent, int(path.name)
-    steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "meta").exists())
+    steps = _complete_steps(path)
     if not steps:
         raise CheckpointError(f"no complete checkpoint in {path} (train first, or point at a run's workdir)")
     return path, steps[-1]
 
 
+def _complete_steps(directory: Path) -> list[int]:
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "meta").exists())
+
+
 def load_config_from_checkpoint(path: str | Path) -> tuple[Config, Path, int]:
-    """The run config stored with a checkpoint, and where that checkpoint is."""
+    """The run config stored with a checkpoint, and where that checkpoint is (unreadable metadata is a
+    `CorruptCheckpointError`)."""
     directory, step = locate_checkpoint(path)
     manager = ocp.CheckpointManager(directory)
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    manager.close()
+    args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+    try:
+        meta = _reading(directory / str(step), lambda: manager.restore(step, args=args))["meta"]
+    finally:
+        manager.close()
     return config_from_dict(meta["config"]), directory, step
 
 
 def restore_params(path: str | Path, abstract_params: Any) -> Any:
-    """Restores only the parameters of a checkpoint (no optimizer state), e.g. for evaluation or generation."""
+    """Restores only the parameters of a checkpoint (no optimizer state), e.g. for evaluation or generation; files
+    that do not read back are a `CorruptCheckpointError` naming the step and an older one to use instead."""
     directory, step = locate_checkpoint(path)
     manager = ocp.CheckpointManager(directory)
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item={"params": abstract_params},
-                # Restore each array with the sharding of its target (one device unless the caller says otherwise).
-                restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract_params}),
-                partial_restore=True,
-            )
-        ),
+    args = ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            item={"params": abstract_params},
+            # Restore each array with the sharding of its target (one device unless the caller says otherwise).
+            restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract_params}),
+            partial_restore=True,
+        )
     )
-    manager.close()
+    try:
+        restored = _reading(directory / str(step), lambda: manager.restore(step, args=args))
+    finally:
+        manager.close()
     return restored["state"]["params"]

@@ -2,5 +2,6 @@
 
 from hat.train.loop import TrainingError, train
 from hat.train.mesh import MeshError
+from hat.train.workdir import WorkdirError
 
-__all__ = ["MeshError", "TrainingError", "train"]
+__all__ = ["MeshError", "TrainingError", "WorkdirError", "train"]

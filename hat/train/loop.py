@@ -38,6 +38,7 @@ from hat.train.step import (
     make_train_step,
     state_shardings,
 )
+from hat.train.workdir import create_workdir, hold_workdir, write_workdir_file
 
 
 class TrainingError(HatError, RuntimeError):
@@ -151,23 +152,33 @@ def step_flops(config: Config) -> float:
 
 
 def train(config: Config) -> dict[str, float]:
-    """Runs (or resumes) training as configured; returns the final held-out metrics."""
+    """Runs (or resumes) training as configured; returns the final held-out metrics.
+
+    Process 0 holds the workdir for the whole run (`hold_workdir`): a second training process on it is refused.
+    """
     kind_of(config)  # the kind's own config checks, before anything is started or written
     initialize_distributed(config.distributed)
     is_primary = jax.process_index() == 0
     workdir = Path(config.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if is_primary:
-        (workdir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    create_workdir(workdir)
+    if not is_primary:
+        return _train(config, workdir, is_primary)
+    with hold_workdir(workdir):
+        write_workdir_file(workdir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+        return _train(config, workdir, is_primary)
+
+
+def _train(config: Config, workdir: Path, is_primary: bool) -> dict[str, float]:
     cfg = config.train
     run_data = kind_of(config).prepare_data(config)
     setup = setup_training(config)
 
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     start_step = 0
-    if (latest := checkpointer.latest_step()) is not None:
-        # Restored straight into this mesh's shardings, whatever mesh wrote the checkpoint.
-        state, meta = checkpointer.restore(latest, abstract_state(setup))
+    # Restored straight into this mesh's shardings, whatever mesh wrote the checkpoint; a newest checkpoint that
+    # does not read back is reported and set aside, and the next older one is used.
+    if (restored := checkpointer.restore_latest(abstract_state(setup), log=tqdm.write)) is not None:
+        latest, state, meta = restored
         _check_resumable(config, meta)
         params, opt_state, start_step = state["params"], state["opt_state"], int(meta["data_step"])
         tqdm.write(f"resumed from {checkpointer.directory / str(latest)} at step {start_step}")
@@ -291,5 +302,5 @@ def train(config: Config) -> dict[str, float]:
         writer.close()
     summary = {"step": step, "train_seconds": train_seconds} | {f"eval/{k}": v for k, v in heldout_metrics.items()}
     if is_primary:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_workdir_file(workdir / "summary.json", json.dumps(summary, indent=1))
     return summary

@@ -14,7 +14,9 @@ class MetricWriter:
     """Appends `{"step": N, name: value, ...}` lines to metrics.jsonl and scalars to TensorBoard event files.
 
     On resume (`resume_step`), lines of later steps (written by a run that died after its last checkpoint) are
-    dropped, so metrics.jsonl reads as one uninterrupted run. Only the primary process writes (`enabled`).
+    dropped, so metrics.jsonl reads as one uninterrupted run; so is a last line cut short (a killed run, a full
+    disk), which would otherwise run into the first new line. A run starting at step 0 keeps no earlier lines.
+    Only the primary process writes (`enabled`).
     """
 
     def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int | None = None) -> None:
@@ -23,8 +25,8 @@ class MetricWriter:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step and self.path.exists():
-            kept = [row for row in read_metrics(self.path) if row["step"] <= resume_step]
+        if resume_step is not None and self.path.exists():
+            kept = [row for row in read_metrics(self.path) if resume_step and row["step"] <= resume_step]
             temp = self.path.with_suffix(".jsonl.tmp")
             temp.write_text("".join(json.dumps(row) + "\n" for row in kept))
             temp.replace(self.path)
