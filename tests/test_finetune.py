@@ -55,10 +55,9 @@ def test_lr_scale_scales_one_part_and_freeze_stops_it():
         make_optimizer(load_config(None, [*TINY_HAT, "train.freeze=[backbon]"]).train, params)
 
 
-def test_init_from_checkpoint_then_store_and_errors(tmp_path):
+def test_init_from_checkpoint_then_store_and_errors(hat_run, tmp_path):
     train = load_script("train").main
-    first = tmp_path / "first"
-    assert train([f"workdir={first}", *TINY, "train.steps=2"]) == 0
+    first = hat_run  # the shared tiny HAT run (conftest.py): the same model settings as TINY
     # Stage-2 style: start a new run from the first run's parameters. The learning rate at step 0 is 0 (warmup
     # starts at 0), so after one step the parameters must equal the first run's exactly.
     second = tmp_path / "second"
