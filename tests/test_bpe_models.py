@@ -21,6 +21,7 @@ from hat.inference import load_model
 from hat.text.bpe import EOT_ID, load_tokenizer
 
 
+@pytest.mark.slow
 def test_bpe_config_trains_on_tokens(bpe_run):
     rows = [json.loads(line) for line in (bpe_run / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["eval/bits_per_byte"] < 9 for r in rows if "eval/bits_per_byte" in r)
@@ -28,6 +29,7 @@ def test_bpe_config_trains_on_tokens(bpe_run):
     assert tokenizer.vocab_size == 400
 
 
+@pytest.mark.slow
 def test_token_sequences_cover_every_token_once(bpe_run, text_corpus):
     tokenizer = load_tokenizer(bpe_run / "tokenizer.json")
     texts = [p.read_bytes() for p in sorted(text_corpus.iterdir())]
@@ -43,6 +45,7 @@ def test_token_sequences_cover_every_token_once(bpe_run, text_corpus):
         assert (e["text_mask"] == e["loss_mask"] * (e["targets"] != EOT_ID)).all()
 
 
+@pytest.mark.slow
 def test_flat_token_model_matches_a_direct_forward(bpe_run):
     loaded = load_model(bpe_run)
     model = FlatTokenModel(loaded, batch_size=4)
@@ -57,6 +60,7 @@ def test_flat_token_model_matches_a_direct_forward(bpe_run):
     assert model.num_prefixes == calls == 3  # memoised
 
 
+@pytest.mark.slow
 def test_cached_token_model_equals_the_recompute(bpe_run):
     loaded = load_model(bpe_run)
     cached, recompute = CachedFlatTokenModel(loaded, max_states=8), FlatTokenModel(loaded, batch_size=4)
@@ -69,6 +73,7 @@ def test_cached_token_model_equals_the_recompute(bpe_run):
     assert cached.num_steps == 3 + 0 + 2 + 19 + 2
 
 
+@pytest.mark.slow
 def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(bpe_run, byte_run, text_corpus, capsys):
     files = [str(text_corpus / "cjk.txt"), str(text_corpus / "invalid.txt")]
     evaluate = load_script("evaluate")
@@ -89,6 +94,7 @@ def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(bpe_run, byte_
     assert byte_row["bits_per_byte"] == pytest.approx(reference, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_byte_rows_are_distributions(byte_run):
     model = load_byte_model(byte_run)
     assert isinstance(model, NativeByteModel)
@@ -128,6 +134,7 @@ def test_fitted_mixture_weights_beat_every_fixed_choice():
         assert best <= bits(w) + 1e-6
 
 
+@pytest.mark.slow
 def test_generate_token_model_and_ensemble(bpe_run, byte_run, capsysbinary):
     generate = load_script("generate")
     assert generate.main([str(bpe_run), "--prompt", "def pri", "--max-new-bytes", "4", "--temperature", "0"]) == 0
@@ -138,6 +145,7 @@ def test_generate_token_model_and_ensemble(bpe_run, byte_run, capsysbinary):
     assert capsysbinary.readouterr().out.startswith(b"x")
 
 
+@pytest.mark.slow
 def test_missing_tokenizer_is_one_line(bpe_run, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(bpe_run, copy)
@@ -154,6 +162,7 @@ def test_bpe_config_needs_matching_vocab():
         load_config(REPO / "configs/bpe_tiny.yaml", ["data.bpe.vocab_size=512"])
 
 
+@pytest.mark.slow
 def test_benchmark_functions_on_a_tiny_run(bpe_run):
     benchmark = load_script("benchmark_byteprob")
     model = load_byte_model(bpe_run)

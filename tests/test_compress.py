@@ -328,6 +328,7 @@ def m2_run(m1_dir: Path, eqinfo_corpus: Path, tmp_path_factory) -> Path:
 COMPRESS_ARGS = ["--window-bits", "32", "--token-bits", "16", "--max-window-bytes", "16", "--m1-batch-size", "8"]
 
 
+@pytest.mark.slow
 def test_compress_script_round_trips_a_file(m1_dir: Path, eqinfo_corpus: Path, tmp_path: Path):
     compress = load_script("compress").main
     source = eqinfo_corpus / "bad.bin"
@@ -337,6 +338,7 @@ def test_compress_script_round_trips_a_file(m1_dir: Path, eqinfo_corpus: Path, t
     assert unpacked.read_bytes() == source.read_bytes()
 
 
+@pytest.mark.slow
 def test_compress_script_refuses_a_truncated_file(m1_dir: Path, eqinfo_corpus: Path, tmp_path: Path,
                                                   capsysbinary):  # fmt: skip
     compress = load_script("compress").main
@@ -347,17 +349,20 @@ def test_compress_script_refuses_a_truncated_file(m1_dir: Path, eqinfo_corpus: P
     assert b"window" in capsysbinary.readouterr().err
 
 
+@pytest.mark.slow
 def test_m2_trains_on_m1_tokens(m2_run: Path):
     summary = json.loads((m2_run / "summary.json").read_text())
     assert 0 < summary["eval/bits_per_byte"] < 30
 
 
+@pytest.mark.slow
 def test_evaluate_scores_m2_through_m1(m2_run: Path, eqinfo_corpus: Path, capsysbinary):
     assert load_script("evaluate").main([str(m2_run), str(eqinfo_corpus / "bad.bin"), "--json"]) == 0
     result = json.loads(capsysbinary.readouterr().out.splitlines()[-1])
     assert result["bytes"] == 150 and result["m1_bits_per_byte"] > 0 and result["bits_per_byte"] > 0
 
 
+@pytest.mark.slow
 def test_generate_from_m2_decodes_bytes(m2_run: Path, capsysbinary):
     generate = load_script("generate").main
     assert generate([str(m2_run), "--prompt", "def ", "--max-new-bytes", "6", "--temperature", "0"]) == 0

@@ -26,6 +26,7 @@ def _params(config):
     return nnx.state(build_model(config.model, rngs=nnx.Rngs(0)), nnx.Param)
 
 
+@pytest.mark.slow
 def test_lr_scale_scales_one_part_and_freeze_stops_it():
     config = load_config(None, TINY_HAT)
     params = _params(config)
@@ -55,6 +56,7 @@ def test_lr_scale_scales_one_part_and_freeze_stops_it():
         make_optimizer(load_config(None, [*TINY_HAT, "train.freeze=[backbon]"]).train, params)
 
 
+@pytest.mark.slow
 def test_init_from_checkpoint_then_store_and_errors(hat_run, tmp_path):
     train = load_script("train").main
     first = hat_run  # the shared tiny HAT run (conftest.py): the same model settings as TINY

@@ -226,6 +226,7 @@ def test_segment_pooling_equals_dense_reference():
     np.testing.assert_array_equal(pooled[:, -1], 0.0)  # an empty word slot
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
 def test_remat_gives_identical_logits_and_gradients(policy):
     params, loss_and_grad = overfit_loss_and_grad(word_path_config())

@@ -11,6 +11,7 @@ import pytest
 from support import HAT_RUN, REPO, load_script
 
 
+@pytest.mark.slow
 def test_training_writes_metrics_and_checkpoints(hat_run: Path):
     rows = [json.loads(line) for line in (hat_run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "train/bits_per_byte" in r]
@@ -23,6 +24,7 @@ def test_training_writes_metrics_and_checkpoints(hat_run: Path):
     assert list((hat_run / "tensorboard").iterdir())
 
 
+@pytest.mark.slow
 def test_resume_continues_from_latest_checkpoint(hat_run: Path, awkward_corpus: Path, tmp_path: Path, capsys):
     run = shutil.copytree(hat_run, tmp_path / "run")  # the shared run stays as it was
     args = [f"workdir={run}", f"data.corpus=['{awkward_corpus}']", "train.steps=10", *HAT_RUN]
@@ -34,6 +36,7 @@ def test_resume_continues_from_latest_checkpoint(hat_run: Path, awkward_corpus: 
     assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6, 8, 10]
 
 
+@pytest.mark.slow
 def test_evaluate_script_scores_bad_files(hat_run: Path, awkward_corpus: Path, capsys):
     evaluate = load_script("evaluate")
     files = [awkward_corpus / n for n in ("empty.txt", "binary.bin", "invalid.txt", "src0.py")]
@@ -45,6 +48,7 @@ def test_evaluate_script_scores_bad_files(hat_run: Path, awkward_corpus: Path, c
     assert json.loads(capsys.readouterr().out)["bits_per_byte"] is None
 
 
+@pytest.mark.slow
 def test_generate_script_writes_a_continuation(hat_run: Path, capsysbinary):
     generate = load_script("generate")
     assert generate.main([str(hat_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0"]) == 0
@@ -90,6 +94,7 @@ def test_help_on_every_script():
         assert info.value.code == 0
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_in_either_layer_layout(hat_run: Path):
     import numpy as np
 
@@ -108,6 +113,7 @@ def test_checkpoint_loads_in_either_layer_layout(hat_run: Path):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_evaluation_equals_the_training_loops_heldout_number(byte_run: Path):
     from hat import data as hat_data
     from hat.evaluate import evaluate_files
@@ -123,6 +129,7 @@ def test_evaluation_equals_the_training_loops_heldout_number(byte_run: Path):
     assert result["bits_per_byte"] == pytest.approx(summary["eval/bits_per_byte"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluation_suite_compares_kinds_in_one_table(hat_run: Path, byte_run: Path, awkward_corpus: Path,
                                                       tmp_path: Path, capsys):
     files = [awkward_corpus / "src0.py", awkward_corpus / "invalid.txt"]
