@@ -86,3 +86,23 @@ FLAT = [
 TOKEN = ["model.vocab_size=400", "data.bpe.vocab_size=400", "data.bpe.seq_tokens=32"]
 BYTE = ["data.seq_bytes=128", "data.max_words=64", "model.max_word_bytes=64"]
 
+
+# --- golden numbers ------------------------------------------------------------------------------------------------
+
+
+class _AnyNumber:
+    def __eq__(self, other) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "<any number: the golden value is a CPU one>"
+
+
+def golden(value: float, rel: float = 1e-4):
+    """`pytest.approx(value, rel)` for a number a test computed when it was written (CPU, float32; see
+    test_golden.py for how such numbers are made and updated). Other backends initialise and multiply differently
+    (rbg keys, TF32 matmuls), so there it equals anything."""
+    import jax
+    import pytest
+
+    return pytest.approx(value, rel=rel) if jax.default_backend() == "cpu" else _AnyNumber()

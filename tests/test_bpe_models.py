@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from support import REPO, load_script
+from support import REPO, golden, load_script
 
 from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, load_byte_model, text_bits
 from hat.byteprob.flat import CachedFlatTokenModel, FlatTokenModel
@@ -25,6 +25,8 @@ from hat.text.bpe import EOT_ID, load_tokenizer
 def test_bpe_config_trains_on_tokens(bpe_run):
     rows = [json.loads(line) for line in (bpe_run / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["eval/bits_per_byte"] < 9 for r in rows if "eval/bits_per_byte" in r)
+    # A known value: what this run computed (CPU, float32) when the test was written; see test_golden.py.
+    assert [r["eval/bits_per_byte"] for r in rows if "eval/bits_per_byte" in r] == [golden(6.337895372360657)]
     tokenizer = load_tokenizer(bpe_run / "tokenizer.json")
     assert tokenizer.vocab_size == 400
 
@@ -80,6 +82,11 @@ def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(bpe_run, byte_
     assert evaluate.main([str(bpe_run), files[1], "--json"]) == 0
     single = json.loads(capsys.readouterr().out)
     assert 0 < single["bits_per_byte"] < 12 and 0 < single["bits_per_byte_canonical"] < 12
+    # Exact next-byte probabilities sum over every tokenisation the canonical one is among: never more bits.
+    assert single["bits_per_byte"] <= single["bits_per_byte_canonical"]
+    # Known values: what these runs computed (CPU, float32) when the test was written; see test_golden.py.
+    assert single["bits_per_byte"] == golden(6.116401371596262)
+    assert single["bits_per_byte_canonical"] == golden(6.129329605540147)
     assert single["model_kind"] == "token_lm"
     args = [str(byte_run), *files, "--also", str(bpe_run), "--ensemble", "product", "--json"]
     assert evaluate.main(args) == 0
@@ -87,6 +94,8 @@ def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(bpe_run, byte_
     byte_row, token_row = result["models"]
     assert "bits_per_byte_canonical" in token_row and "bits_per_byte_canonical" not in byte_row
     assert all(0 < r["bits_per_byte"] < 12 for r in [byte_row, token_row, result["ensemble"]])
+    known = [golden(7.895116114999653), golden(6.375095299023411), golden(6.247867460623177)]
+    assert [r["bits_per_byte"] for r in [byte_row, token_row, result["ensemble"]]] == known
     # The byte model's byte-level rows give the same bits/byte as the training-layout evaluation (file by file).
     loaded = load_model(byte_run)
     per_file = [(evaluate_files(loaded, [f])["bits_per_byte"], Path(f).stat().st_size) for f in files]

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import HAT_RUN, REPO, load_script
+from support import HAT_RUN, REPO, golden, load_script
 
 
 @pytest.mark.slow
@@ -20,6 +20,10 @@ def test_training_writes_metrics_and_checkpoints(hat_run: Path):
     assert all(r["perf/bytes_per_sec"] > 0 for r in train_rows)
     assert [r["step"] for r in eval_rows] == [4, 8]
     assert all(0 < r["eval/bits_per_byte"] < 9 for r in eval_rows)
+    # Training lowers the held-out loss. Known values: what this run computed (CPU, float32) when the test was
+    # written, see test_golden.py; they move with the shared run's settings (support.HAT_RUN) and data.
+    assert eval_rows[1]["eval/bits_per_byte"] < eval_rows[0]["eval/bits_per_byte"]
+    assert [r["eval/bits_per_byte"] for r in eval_rows] == [golden(8.008946959842483), golden(7.924884904617166)]
     assert sorted(p.name for p in (hat_run / "checkpoints").iterdir() if p.name.isdigit()) == ["4", "8"]
     assert list((hat_run / "tensorboard").iterdir())
 
@@ -44,6 +48,7 @@ def test_evaluate_script_scores_bad_files(hat_run: Path, awkward_corpus: Path, c
     result = json.loads(capsys.readouterr().out)
     expected = sum(f.stat().st_size for f in files)
     assert result["bytes"] == expected and 0 < result["bits_per_byte"] < 9
+    assert result["bits_per_byte"] == golden(7.957853088717016)  # a known value (see test_training_writes_...)
     assert evaluate.main([str(hat_run), str(awkward_corpus / "empty.txt"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["bits_per_byte"] is None
 
