@@ -1,5 +1,6 @@
 """BPE token LMs end to end: train.py on BPE data, exact byte-level scoring and sampling through the scripts,
-ensembles with a byte model."""
+ensembles with a byte model. The runs (`bpe_run`, `byte_run`) and `text_corpus` are session fixtures of
+conftest.py."""
 
 import json
 import shutil
@@ -8,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from support import REPO, cli, load_script
+from support import REPO, cli, golden, load_script
 
 from hat.byteprob.bytelevel import NativeByteModel, combine, fit_mixture_weights, text_bits
 from hat.byteprob.flat import CachedFlatTokenModel, FlatTokenModel
@@ -20,47 +21,21 @@ from hat.evaluate import evaluate_files
 from hat.kinds import kind_of, load_byte_model
 from hat.text.bpe import EOT_ID, load_tokenizer
 
-FLAT = [
-    "model.backbone.hidden_size=32", "model.backbone.mlp_hidden_size=64", "model.backbone.num_layers=2",
-    "model.backbone.num_heads=2", "model.backbone.num_kv_heads=2", "data.eval_fraction=0.3", "train.batch_size=4",
-    "train.steps=4", "train.log_every=2", "train.eval_every=4", "train.checkpoint_every=4", "train.eval_sequences=4",
-    "train.warmup_steps=1",
-]  # fmt: skip
-TOKEN = ["model.vocab_size=400", "data.bpe.vocab_size=400", "data.bpe.seq_tokens=32"]
-BYTE = ["data.seq_bytes=128", "data.max_words=64", "model.max_word_bytes=64"]
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bpe_corpus")
-    for i, path in enumerate(sorted(Path(json.__file__).parent.glob("*.py"))):
-        (root / f"src{i}.py").write_bytes(path.read_bytes())
-    (root / "cjk.txt").write_bytes("日本語のテキスト 😀 中文 def print_all():\n".encode() * 10)
-    (root / "invalid.txt").write_bytes(b"caf\xc3 \xff\xfe ok \xe6\x97 end\n" * 10)
-    return root
-
-
-@pytest.fixture(scope="module")
-def runs(corpus: Path, tmp_path_factory) -> dict[str, Path]:
-    out = {}
-    for name, config, extra in [("bpe", "bpe_tiny", TOKEN), ("byte", "byte_tiny", BYTE)]:
-        workdir = tmp_path_factory.mktemp(name)
-        args = [str(REPO / f"configs/{config}.yaml"), f"workdir={workdir}", f"data.corpus=['{corpus}']"]
-        assert cli("train")(args + FLAT + extra) == 0
-        out[name] = workdir
-    return out
-
-
-def test_bpe_config_trains_on_tokens(runs):
-    rows = [json.loads(line) for line in (runs["bpe"] / "metrics.jsonl").read_text().splitlines()]
+@pytest.mark.slow
+def test_bpe_config_trains_on_tokens(bpe_run):
+    rows = [json.loads(line) for line in (bpe_run / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["eval/bits_per_byte"] < 9 for r in rows if "eval/bits_per_byte" in r)
-    tokenizer = load_tokenizer(runs["bpe"] / "tokenizer.json")
+    # A known value: what this run computed (CPU, float32) when the test was written; see test_golden.py.
+    assert [r["eval/bits_per_byte"] for r in rows if "eval/bits_per_byte" in r] == [golden(6.337895372360657)]
+    tokenizer = load_tokenizer(bpe_run / "tokenizer.json")
     assert tokenizer.vocab_size == 400
 
 
-def test_token_sequences_cover_every_token_once(runs, corpus):
-    tokenizer = load_tokenizer(runs["bpe"] / "tokenizer.json")
-    texts = [p.read_bytes() for p in sorted(corpus.iterdir())]
+@pytest.mark.slow
+def test_token_sequences_cover_every_token_once(bpe_run, text_corpus):
+    tokenizer = load_tokenizer(bpe_run / "tokenizer.json")
+    texts = [p.read_bytes() for p in sorted(text_corpus.iterdir())]
     # HF's own pre-tokenizer (used for valid UTF-8) agrees with hat's byte-level chunking.
     assert encode_documents(tokenizer, texts) == [tokenizer.encode(t) for t in texts]
     source = TokenSequences(tokens_in_memory(tokenizer, texts), 32)
@@ -73,8 +48,9 @@ def test_token_sequences_cover_every_token_once(runs, corpus):
         assert (e["text_mask"] == e["loss_mask"] * (e["targets"] != EOT_ID)).all()
 
 
-def test_flat_token_model_matches_a_direct_forward(runs):
-    loaded = load_model(runs["bpe"])
+@pytest.mark.slow
+def test_flat_token_model_matches_a_direct_forward(bpe_run):
+    loaded = load_model(bpe_run)
     model = FlatTokenModel(loaded, batch_size=4)
     prefixes = [(), (5, 9, 300), tuple(range(1, 60))]  # the last is longer than the 32-token context
     rows = model.next_token_logprobs(prefixes)
@@ -87,8 +63,9 @@ def test_flat_token_model_matches_a_direct_forward(runs):
     assert model.num_prefixes == calls == 3  # memoised
 
 
-def test_cached_token_model_equals_the_recompute(runs):
-    loaded = load_model(runs["bpe"])
+@pytest.mark.slow
+def test_cached_token_model_equals_the_recompute(bpe_run):
+    loaded = load_model(bpe_run)
     cached, recompute = CachedFlatTokenModel(loaded, max_states=8), FlatTokenModel(loaded, batch_size=4)
     # Shared prefixes branch from cached states; the last is past the 32-token context (recompute fallback).
     prefixes = [(), (5, 9, 300), (5, 9), (5, 9, 301, 7), tuple(range(1, 20)), tuple(range(1, 22)), tuple(range(1, 60))]
@@ -99,28 +76,37 @@ def test_cached_token_model_equals_the_recompute(runs):
     assert cached.num_steps == 3 + 0 + 2 + 19 + 2
 
 
-def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(runs, corpus, capsys):
-    files = [str(corpus / "cjk.txt"), str(corpus / "invalid.txt")]
+@pytest.mark.slow
+def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(bpe_run, byte_run, text_corpus, capsys):
+    files = [str(text_corpus / "cjk.txt"), str(text_corpus / "invalid.txt")]
     evaluate = cli("evaluate")
-    assert evaluate([str(runs["bpe"]), files[1], "--json"]) == 0
+    assert evaluate([str(bpe_run), files[1], "--json"]) == 0
     single = json.loads(capsys.readouterr().out)
     assert 0 < single["bits_per_byte"] < 12 and 0 < single["bits_per_byte_canonical"] < 12
+    # Exact next-byte probabilities sum over every tokenisation the canonical one is among: never more bits.
+    assert single["bits_per_byte"] <= single["bits_per_byte_canonical"]
+    # Known values: what these runs computed (CPU, float32) when the test was written; see test_golden.py.
+    assert single["bits_per_byte"] == golden(6.116401371596262)
+    assert single["bits_per_byte_canonical"] == golden(6.129329605540147)
     assert single["model_kind"] == "token_lm"
-    args = [str(runs["byte"]), *files, "--also", str(runs["bpe"]), "--ensemble", "product", "--json"]
+    args = [str(byte_run), *files, "--also", str(bpe_run), "--ensemble", "product", "--json"]
     assert evaluate(args) == 0
     result = json.loads(capsys.readouterr().out)
     byte_row, token_row = result["models"]
     assert "bits_per_byte_canonical" in token_row and "bits_per_byte_canonical" not in byte_row
     assert all(0 < r["bits_per_byte"] < 12 for r in [byte_row, token_row, result["ensemble"]])
+    known = [golden(7.895116114999653), golden(6.375095299023411), golden(6.247867460623177)]
+    assert [r["bits_per_byte"] for r in [byte_row, token_row, result["ensemble"]]] == known
     # The byte model's byte-level rows give the same bits/byte as the training-layout evaluation (file by file).
-    loaded = load_model(runs["byte"])
+    loaded = load_model(byte_run)
     per_file = [(evaluate_files(loaded, [f])["bits_per_byte"], Path(f).stat().st_size) for f in files]
     reference = sum(b * n for b, n in per_file) / sum(n for _, n in per_file)
     assert byte_row["bits_per_byte"] == pytest.approx(reference, rel=1e-5)
 
 
-def test_byte_rows_are_distributions(runs):
-    model = load_byte_model(runs["byte"])
+@pytest.mark.slow
+def test_byte_rows_are_distributions(byte_run):
+    model = load_byte_model(byte_run)
     assert isinstance(model, NativeByteModel)
     rows = model.text_logprobs("x = 日本\n".encode())
     assert rows.shape == (len("x = 日本\n".encode()) + 1, 257)
@@ -158,19 +144,21 @@ def test_fitted_mixture_weights_beat_every_fixed_choice():
         assert best <= bits(w) + 1e-6
 
 
-def test_generate_token_model_and_ensemble(runs, capsysbinary):
+@pytest.mark.slow
+def test_generate_token_model_and_ensemble(bpe_run, byte_run, capsysbinary):
     generate = cli("generate")
-    assert generate([str(runs["bpe"]), "--prompt", "def pri", "--max-new-bytes", "4", "--temperature", "0"]) == 0
+    assert generate([str(bpe_run), "--prompt", "def pri", "--max-new-bytes", "4", "--temperature", "0"]) == 0
     out = capsysbinary.readouterr().out
     assert out.startswith(b"def pri") and len(out) <= len(b"def pri") + 4 + 1
-    args = [str(runs["byte"]), "--also", str(runs["bpe"]), "--ensemble", "mixture", "--max-new-bytes", "3"]
+    args = [str(byte_run), "--also", str(bpe_run), "--ensemble", "mixture", "--max-new-bytes", "3"]
     assert generate(args + ["--prompt", "x"]) == 0
     assert capsysbinary.readouterr().out.startswith(b"x")
 
 
-def test_missing_tokenizer_is_one_line(runs, tmp_path, capsys):
+@pytest.mark.slow
+def test_missing_tokenizer_is_one_line(bpe_run, tmp_path, capsys):
     copy = tmp_path / "run"
-    shutil.copytree(runs["bpe"], copy)
+    shutil.copytree(bpe_run, copy)
     (copy / "tokenizer.json").unlink()
     assert cli("evaluate")([str(copy), __file__]) == 2
     err = capsys.readouterr().err
@@ -184,9 +172,10 @@ def test_bpe_config_needs_matching_vocab():
         kind_of(load_config(REPO / "configs/bpe_tiny.yaml", ["data.bpe.vocab_size=512"]))
 
 
-def test_benchmark_functions_on_a_tiny_run(runs):
+@pytest.mark.slow
+def test_benchmark_functions_on_a_tiny_run(bpe_run):
     benchmark = load_script("byteprob", "benchmarks")
-    model = load_byte_model(runs["bpe"])
+    model = load_byte_model(bpe_run)
     cost = benchmark.cost(model.model, model.table, b"def f(x):")
     assert cost["stream_calls_per_byte"] <= 1 + 1 / 9 + 1e-9  # one prefix per byte (+ the empty one)
     assert cost["naive_calls_per_byte"] > cost["stream_calls_per_byte"]
@@ -199,7 +188,8 @@ def test_benchmark_functions_on_a_tiny_run(runs):
     assert info.value.code == 0
 
 
-def test_the_suite_scores_a_token_lm_by_the_canonical_tokenisation_of_each_file(runs, corpus, tmp_path):
+@pytest.mark.slow
+def test_the_suite_scores_a_token_lm_by_the_canonical_tokenisation_of_each_file(bpe_run, byte_run, tmp_path):
     """The registry's token scorer (one teacher-forced pass over each file's tokens, as training lays them out)
     gives the canonical log-probability that the exact byte chain computes beside its own, for a file that fits
     the model's context."""
@@ -208,11 +198,11 @@ def test_the_suite_scores_a_token_lm_by_the_canonical_tokenisation_of_each_file(
     path = tmp_path / "short.py"  # fits the model's 32-token context: both score it in one window
     path.write_bytes(b"def f(x):\n    return x + 1  # caf\xc3 \xff ok\n")
     data = path.read_bytes()
-    exact = load_byte_model(runs["bpe"])
+    exact = load_byte_model(bpe_run)
     exact.text_logprobs(data)
     canonical = -exact.last_canonical_log_prob / np.log(2) / len(data)
     result = evaluate_suite(
-        [load_model(runs["bpe"]), load_model(runs["byte"])], [path], perturbations=("delete",), workdir=tmp_path
+        [load_model(bpe_run), load_model(byte_run)], [path], perturbations=("delete",), workdir=tmp_path
     )
     token, byte = result["models"]
     assert token["bits_per_byte"] == pytest.approx(canonical, rel=1e-5)

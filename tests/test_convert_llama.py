@@ -14,8 +14,16 @@ from hat.config import RopeScalingConfig, load_config
 from hat.convert.llama import convert_llama
 from hat.models.layers import rope_frequencies
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow
+torch = transformers = None  # imported by the fixture below: collecting this file (the fast tier) stays cheap
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_and_transformers():
+    global torch, transformers
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+
 
 LLAMA3_ROPE = {
     "rope_type": "llama3",
@@ -26,8 +34,10 @@ LLAMA3_ROPE = {
 }
 
 
-def save_llama(path, *, dtype=torch.float32, shard_size=None, **overrides):
-    """A random LlamaForCausalLM saved by transformers (several shards when `shard_size` is small)."""
+def save_llama(path, *, dtype=None, shard_size=None, **overrides):
+    """A random LlamaForCausalLM saved by transformers (several shards when `shard_size` is small), float32 unless
+    `dtype` says otherwise."""
+    dtype = dtype or torch.float32
     settings = dict(
         vocab_size=96,
         hidden_size=32,

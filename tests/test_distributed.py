@@ -15,6 +15,7 @@ from support import REPO, TINY_HAT
 
 from hat.train.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # separate processes
 TINY = [
     *TINY_HAT,
     "data.seq_bytes=128", "data.max_words=48", "data.eval_fraction=0", "train.batch_size=4",

@@ -86,6 +86,7 @@ def no_leftovers(parent: Path, name: str) -> bool:
 # ---- flat models -> Hugging Face Llama ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tied", [False, True])
 def test_flat_export_matches_transformers_llama(tmp_path: Path, tied: bool):
     torch = pytest.importorskip("torch")
@@ -169,6 +170,7 @@ def save_orbax(model: nnx.Module, config: Config, workdir: Path) -> Path:
     return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", [False, True])
 def test_hat_export_import_round_trip_is_exact(tmp_path: Path, scan: bool):
     config = hat_config(scan)
@@ -297,6 +299,7 @@ def write_released(directory: Path, config: dict | None = None, bad_shape: str |
     return directory
 
 
+@pytest.mark.slow
 def test_handwritten_released_checkpoint_imports_and_runs(tmp_path: Path):
     from hat.generate import generate_all
 

@@ -19,6 +19,9 @@ TINY = [
     "train.warmup_steps=2",
 ]  # fmt: skip
 
+# Every fault is injected into a tiny trained run.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:

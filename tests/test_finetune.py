@@ -26,6 +26,7 @@ def _params(config):
     return nnx.state(build_model(config.model, rngs=nnx.Rngs(0)), nnx.Param)
 
 
+@pytest.mark.slow
 def test_lr_scale_scales_one_part_and_freeze_stops_it():
     config = load_config(None, TINY_HAT)
     params = _params(config)
@@ -55,10 +56,10 @@ def test_lr_scale_scales_one_part_and_freeze_stops_it():
         make_optimizer(load_config(None, [*TINY_HAT, "train.freeze=[backbon]"]).train, params)
 
 
-def test_init_from_checkpoint_then_store_and_errors(tmp_path):
+@pytest.mark.slow
+def test_init_from_checkpoint_then_store_and_errors(hat_run, tmp_path):
     train = cli("train")
-    first = tmp_path / "first"
-    assert train([f"workdir={first}", *TINY, "train.steps=2"]) == 0
+    first = hat_run  # the shared tiny HAT run (conftest.py): the same model settings as TINY
     # Stage-2 style: start a new run from the first run's parameters. The learning rate at step 0 is 0 (warmup
     # starts at 0), so after one step the parameters must equal the first run's exactly.
     second = tmp_path / "second"

@@ -65,6 +65,7 @@ def uncached_forward(kind: str):
     return last_logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["hat", "byte_lm"])
 def test_cached_logits_equal_uncached_at_every_byte(kind):
     """Prompts of different lengths (one empty) in one batch, then the text fed byte by byte."""

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from support import golden
 
 from hat.config import EOT_BYTE, ModelConfig, PoolingConfig, TransformerConfig
 from hat.models import HAT, FlatLM, build_model, convert_layer_layout, count_params, flops_per_byte
@@ -226,6 +227,7 @@ def test_segment_pooling_equals_dense_reference():
     np.testing.assert_array_equal(pooled[:, -1], 0.0)  # an empty word slot
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
 def test_remat_gives_identical_logits_and_gradients(policy):
     params, loss_and_grad = overfit_loss_and_grad(word_path_config())
@@ -279,6 +281,10 @@ def test_hat_overfits_a_tiny_batch_through_the_word_path():
         params, opt_state = update(params, opt_state, grads)
         losses.append(float(loss))
     assert losses[0] > 5.0, losses[0]  # about ln(256) = 5.5 at init
+    # Golden numbers: the initial loss and the loss after one AdamW step, as this test computed them (CPU, float32,
+    # at 21c1350 of branch tests). A change to initialisation or to the model's numerics moves them; update them only
+    # for an intended change (the message prints the new values). test_golden.py pins whole training runs.
+    assert losses[:2] == [golden(5.5346293449401855), golden(5.3164825439453125)], losses[:2]
     # Correct: about 0.04. With the decoder cross-attention or the pooling output zeroed: about 0.97.
     assert losses[-1] < 0.15, losses[-20:]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 from test_models import batch as layout_batch
 from test_models import rngs, tiny_config
@@ -20,6 +21,7 @@ from hat.train.step import make_train_step
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_batch():
     cfg = tiny_config()
     graphdef, params = nnx.split(build_model(cfg, rngs=rngs()), nnx.Param)
@@ -46,6 +48,7 @@ def test_gradient_accumulation_equals_one_batch():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), acc_params, one_params)
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_1b_config_on_eight_simulated_devices():
     # The 1B config's widths, heads and mesh, shortened in depth and sequence so the compile takes seconds.
     overrides = ["model.backbone.num_layers=2", "model.encoder.num_layers=1", "model.decoder.num_layers=1",
