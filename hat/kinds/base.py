@@ -60,7 +60,7 @@ class Scorer(abc.ABC):
     """Bits per byte of one model on any files, with its eval step compiled once for all of them.
 
     Each file is one document followed by end-of-text, laid out as the kind's training data lays it out, so a
-    held-out file scores the training loop's held-out number. Kinds give `source(paths)`.
+    held-out file scores the training loop's held-out number. Each kind gives `source(texts)`.
     """
 
     def __init__(self, loaded: LoadedModel, batch_size: int) -> None:
