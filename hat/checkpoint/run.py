@@ -8,6 +8,7 @@ naming the step directory and the fix, and training falls back to the newest che
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -72,6 +73,18 @@ def read_failure(error: BaseException) -> str | None:
     return None
 
 
+def write_failure(error: BaseException) -> str | None:
+    """Why a checkpoint could not be written, if `error` (or what caused it) is a full disk; None for anything
+    else. Tensorstore reports ENOSPC as ValueError('RESOURCE_EXHAUSTED: Error writing ...: No space left ...'),
+    raised by the async save's thread at the next save or wait."""
+    for cause in _causes(error):
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return "no space left on the device"
+        if isinstance(cause, ValueError) and str(cause).startswith("RESOURCE_EXHAUSTED") and "No space" in str(cause):
+            return "no space left on the device"
+    return None
+
+
 def _older_steps_hint(step_dir: Path) -> str:
     older = [s for s in _complete_steps(step_dir.parent) if s < int(step_dir.name)]
     if older:
@@ -105,10 +118,27 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state: dict[str, Any], config: Config, extra: dict[str, Any] | None = None) -> None:
-        """Starts an (async) save of `state` at `step`; metadata records the config and the next data step."""
+        """Starts an (async) save of `state` at `step`; metadata records the config and the next data step.
+
+        A full disk (here, or in the previous async save, which this waits for) is a `CheckpointError`; the
+        unfinished save stays under orbax's temporary name, so the last complete checkpoint is still the latest."""
         meta = {"step": step, "data_step": step, "config": to_dict(config), **(extra or {})}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self.manager.save(step, args=args)
+        self._writing(lambda: self.manager.save(step, args=args))
+
+    def _writing(self, write: Callable[[], Any]) -> Any:
+        """`write()`, with a full disk turned into a `CheckpointError` naming the last complete checkpoint."""
+        try:
+            return write()
+        except Exception as error:  # orbax re-raises its threads' errors as they were; write_failure narrows
+            reason = write_failure(error)
+            if reason is None:
+                raise
+            steps = _complete_steps(self.directory) if self.directory.is_dir() else []
+            kept = f"checkpoint {steps[-1]} is the latest complete one" if steps else "no checkpoint was completed"
+            raise CheckpointError(
+                f"cannot save a checkpoint in {self.directory}: {reason}; {kept}. Free space and rerun to resume"
+            ) from None
 
     def restore(self, step: int, abstract_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Restores `(state, meta)` at `step` into the shapes, dtypes and shardings of `abstract_state`; files that do
@@ -160,13 +190,15 @@ class Checkpointer:
         return target
 
     def wait(self) -> None:
-        """Blocks until pending async saves are on disk."""
-        self.manager.wait_until_finished()
+        """Blocks until pending async saves are on disk (a full disk is a `CheckpointError`)."""
+        self._writing(self.manager.wait_until_finished)
 
     def close(self) -> None:
-        """Waits for pending saves and releases the manager."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for pending saves and releases the manager (a full disk is a `CheckpointError`)."""
+        try:
+            self.wait()
+        finally:
+            self._writing(self.manager.close)
 
 
 def locate_checkpoint(path: str | Path) -> tuple[Path, int]:
