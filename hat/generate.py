@@ -40,8 +40,8 @@ def generate(
 
     A row ends at end-of-text (not shown), when a stop string completes (the stop string is not shown) or after
     `max_new_bytes` bytes. Bytes that could still begin a stop string are held back until that is decided.
-    Step k of every path draws from the same seeded key, so greedy bytes agree between the cached and uncached
-    paths, and sampled bytes agree up to float rounding of the logits.
+    The cached and uncached sessions draw step k from the same seeded key, so their greedy bytes agree, and their
+    sampled bytes agree up to float rounding of the logits.
     """
     check_request(prompts, max_new_bytes, sampling, stop)
     return kind_of(loaded.config).generate(loaded, prompts, max_new_bytes, sampling, stop, use_cache)
