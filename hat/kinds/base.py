@@ -189,6 +189,18 @@ class ModelKind(abc.ABC):
         return None
 
 
+class TokenModelKind(ModelKind):
+    """What the flat LMs over tokens share: a token's target stands for several bytes of text (`target_bytes`),
+    and the network exports in the HF Llama layout."""
+
+    model_kind = "token_lm"
+    unit = "token"
+    export_format = "hf"
+
+    def batch_fields(self) -> dict[str, Any]:
+        return super().batch_fields() | {"target_bytes": jnp.float32}
+
+
 def require(condition: bool, message: str) -> None:
     """Raises `ConfigError(message)` unless `condition`."""
     if not condition:

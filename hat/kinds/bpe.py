@@ -7,8 +7,6 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
-
 from hat.byteprob.bytelevel import ByteLevelModel, TokenByteModel, tokenizer_for
 from hat.byteprob.evaluate import score_files
 from hat.byteprob.flat import CachedFlatTokenModel, FlatTokenModel
@@ -19,7 +17,7 @@ from hat.config import Config
 from hat.data.run import RunData
 from hat.data.token_store import TokenSequences
 from hat.data.tokens import prepare_bpe_data, tokens_in_memory
-from hat.kinds.base import ModelKind, Scorer, require
+from hat.kinds.base import Scorer, TokenModelKind, require
 from hat.sampling import Session
 from hat.text.bpe import EOT_ID
 
@@ -37,15 +35,12 @@ class TokenScorer(Scorer):
         return TokenSequences(corpus, self.config.data.bpe.seq_tokens), {}
 
 
-class BPEKind(ModelKind):
+class BPEKind(TokenModelKind):
     """A flat LM over the tokens of a byte-level BPE that hat trained (prefix-stable chunks)."""
 
     name = "bpe"
-    model_kind = "token_lm"
     data_format = "bpe"
-    unit = "token"
     description = "BPE token LM"
-    export_format = "hf"
 
     def validate(self, config: Config) -> None:
         require(
@@ -59,9 +54,6 @@ class BPEKind(ModelKind):
 
     def sequence_length(self, config: Config) -> int:
         return config.data.bpe.seq_tokens
-
-    def batch_fields(self) -> dict[str, Any]:
-        return super().batch_fields() | {"target_bytes": jnp.float32}
 
     def scorer(self, loaded: LoadedModel, batch_size: int = 8) -> Scorer:
         return TokenScorer(loaded, batch_size)

@@ -8,15 +8,13 @@ from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
-
 from hat.checkpoint import LoadedModel
 from hat.compress.data import compress_in_memory, load_m1, prepare_eqinfo_data, spec_from_config
 from hat.compress.generate import sample_eqinfo_bytes
 from hat.config import Config
 from hat.data.run import RunData
 from hat.data.token_store import TokenSequences
-from hat.kinds.base import KindError, ModelKind, Scorer, require
+from hat.kinds.base import KindError, Scorer, TokenModelKind, require
 from hat.sampling import Sampling, Session, stop_stream
 
 
@@ -47,15 +45,12 @@ class WindowScorer(Scorer):
         return TokenSequences(corpus, self.config.data.eqinfo.seq_tokens), extra
 
 
-class EqualInfoKind(ModelKind):
+class EqualInfoKind(TokenModelKind):
     """M2 over EqualInfoAC[window_bits, 2**token_bits] tokens."""
 
     name = "eqinfo"
-    model_kind = "token_lm"
     data_format = "eqinfo"
-    unit = "token"
     description = "EqualInfoAC M2"
-    export_format = "hf"
 
     def validate(self, config: Config) -> None:
         token_bits = config.data.eqinfo.token_bits
@@ -70,9 +65,6 @@ class EqualInfoKind(ModelKind):
 
     def sequence_length(self, config: Config) -> int:
         return config.data.eqinfo.seq_tokens
-
-    def batch_fields(self) -> dict[str, Any]:
-        return super().batch_fields() | {"target_bytes": jnp.float32}
 
     def scorer(self, loaded: LoadedModel, batch_size: int = 8) -> Scorer:
         return WindowScorer(loaded, batch_size)
