@@ -1,12 +1,16 @@
 """Exact byte-level probabilities from a BPE token LM: cost, tokenisation bias, and byte-level ensembles.
 
     python benchmarks/byteprob.py --bpe runs/bpe_tiny --hat runs/hat_tiny --byte runs/byte_tiny
+    python benchmarks/byteprob.py --tokenizer path/to/tokenizer.json --parts foreign
 
 1. Cost: model prefixes evaluated per byte and bytes/s for next-byte distributions along a text, streaming (each
    byte reuses the previous covers and model results) versus recomputing every prefix from scratch.
 2. Tokenisation bias: held-out lines cut at every byte offset; next-byte accuracy and bits of the true next byte,
    exact method versus naive tokenisation of the prompt (encode the prompt, read the next token's first byte).
 3. Ensembles: bits/byte of HAT, BPE (exact) and the byte LM on held-out text, each alone and mixed byte by byte.
+4. Foreign tokenizers (`--tokenizer`, e.g. SmolLM2's tokenizer.json): exact next-byte distributions streamed through
+   a look-ahead pre-tokenizer (`hat.byteprob.lookahead`), bytes/s and model calls per byte, with a random table
+   model (no network: the cost of the exact machinery alone), cold (empty caches) and warm (the same text again).
 
 All three use the held-out split of the default corpus (the one `train.py` holds out).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -147,9 +152,35 @@ def ensembles(models: dict, texts: list[bytes]) -> dict[str, float]:
     return out
 
 
+def foreign_cost(tokenizer_path: str, text: bytes) -> dict[str, float]:
+    """Streaming exact next-byte distributions through a foreign tokenizer, with a random table model."""
+    from hat.byteprob import RandomTokenModel
+    from hat.byteprob.bytelevel import table_for
+    from hat.text.hf_bpe import load_any_tokenizer
+
+    start = time.perf_counter()
+    tokenizer = load_any_tokenizer(tokenizer_path)
+    table = table_for(tokenizer)
+    out: dict[str, float] = {"vocab_size": tokenizer.vocab_size, "table_s": time.perf_counter() - start}
+    model = RandomTokenModel(tokenizer.vocab_size)
+    for label in ("cold", "warm"):
+        stream = table.stream(model)
+        start = time.perf_counter()
+        for value in text:
+            stream.logprobs()
+            stream.push(value)
+        elapsed = time.perf_counter() - start
+        out[f"{label}_bytes_per_s"] = len(text) / elapsed
+        out[f"{label}_model_calls_per_byte"] = stream.model_calls / len(text)
+    out["bytes"] = len(text)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark exact byte-level probabilities of a BPE model.")
-    parser.add_argument("--bpe", required=True, help="a token_lm (data.format bpe) run or checkpoint")
+    parser.add_argument("--bpe", help="a token_lm (data.format bpe) run or checkpoint (parts cost, bias, ensemble)")
+    parser.add_argument("--tokenizer", help="a foreign tokenizer.json (part foreign)")
+    parser.add_argument("--foreign-bytes", type=int, default=300, help="bytes of text for the foreign tokenizer")
     parser.add_argument("--hat", help="a HAT run or checkpoint (for the ensemble)")
     parser.add_argument("--byte", help="a byte LM run or checkpoint (for the ensemble)")
     parser.add_argument("--cost-bytes", type=int, default=120, help="bytes of text for the cost comparison")
@@ -157,15 +188,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ensemble-bytes", type=int, default=3000, help="held-out bytes for the ensembles")
     parser.add_argument("--out", default="runs/benchmark_byteprob.json", help="where to write the results")
     parser.add_argument(
-        "--parts", default="cost,bias,ensemble", help="comma-separated subset of cost, bias, ensemble to run"
+        "--parts", default="cost,bias,ensemble", help="comma-separated subset of cost, bias, ensemble, foreign to run"
     )
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
+    if parts - {"foreign"} and not args.bpe:
+        parser.error("--bpe is needed for the parts cost, bias and ensemble")
+    if "foreign" in parts and not args.tokenizer:
+        parser.error("--tokenizer is needed for the part foreign")
 
     from hat.kinds import load_byte_model
 
-    bpe = load_byte_model(args.bpe)
-    results: dict[str, object] = {"bpe": args.bpe, "hat": args.hat, "byte": args.byte}
+    bpe = load_byte_model(args.bpe) if args.bpe else None
+    results: dict[str, object] = {"bpe": args.bpe, "hat": args.hat, "byte": args.byte, "tokenizer": args.tokenizer}
+    if "foreign" in parts:
+        text = b"".join(heldout_texts(args.foreign_bytes, args.foreign_bytes))[: args.foreign_bytes]
+        results["foreign"] = foreign_cost(args.tokenizer, text)
+        print(json.dumps({"foreign": results["foreign"], "load_average": os.getloadavg()}), flush=True)
     if "cost" in parts:
         text = b"".join(heldout_texts(args.cost_bytes, args.cost_bytes))[: args.cost_bytes]
         cost(bpe.model, bpe.table, text)  # compiles every shape the timed run uses

@@ -5,7 +5,7 @@ a lossless round trip, and (given both checkpoints) M2 against the byte baseline
     python benchmarks/compress.py runs/m1_tiny --m2 runs/eqinfo_tiny --byte-model runs/byte_bench
 
 The held-out files are the default corpus's held-out split (the same files train.py holds out), taken in a fixed
-pseudo-random order up to `--heldout-bytes` (M1 codes a few kB per second on a CPU).
+pseudo-random order up to `--heldout-bytes`. Encode/decode speed against an earlier revision: compress_speed.py.
 """
 
 from __future__ import annotations
@@ -17,82 +17,82 @@ import time
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 # Lester et al. 2024, bytes per token on C4 (v = 256 / 65536), and GZip.
 PAPER_BYTES_PER_TOKEN = {16: (2.66, 5.31), 32: (3.49, 6.97), 64: (4.16, 8.33), 128: (4.61, 9.22)}
 PAPER_GZIP = (2.23, 4.47)
 
 
-def coder_throughput(num_symbols: int, seed: int = 0) -> dict[str, float]:
-    """Encode and decode speed of the exact coder on random 256-symbol distributions, and its overhead."""
-    import numpy as np
-
+def coder_throughput(num_symbols: int, lanes: int = 256, seed: int = 0) -> dict[str, float]:
+    """Speed of the vectorised window coder on random peaked 256-symbol distributions (windows of 16 bits, one
+    symbol per lane per step, as M1 drives it), encoding and decoding, and the ideal code length of what it coded."""
     from hat.compress import arithmetic as ac
 
     rng = np.random.default_rng(seed)
-    # Peaked distributions whose rare symbols get probabilities far below 2**-14 (float64 Dirichlet draws can be
-    # exactly zero; a 1e-12 floor keeps the ideal code length finite).
-    probs = rng.dirichlet(np.full(256, 0.05), size=num_symbols) + 1e-12
-    probs /= probs.sum(1, keepdims=True)
+    steps = max(num_symbols // lanes, 1)
+    probs = rng.dirichlet(np.full(256, 0.05), size=(steps, lanes)) + 1e-12
     start = time.perf_counter()
-    freqs = ac.quantize(probs)
+    freqs = ac.quantize(probs.reshape(-1, 256)).reshape(steps, lanes, 256)
     quantize_s = time.perf_counter() - start
-    cum = np.cumsum(freqs, axis=1) / freqs.sum(1, keepdims=True)
-    symbols = np.minimum((cum < rng.random((num_symbols, 1))).sum(1), 255)
+    cum = ac.cumulative(freqs)
+    symbols = np.minimum((cum[..., 1:] <= rng.random((steps, lanes, 1)) * (1 << 14)).sum(-1), 255)
+    all_lanes = np.arange(lanes)
+    coder = ac.WindowCoder(lanes, 16)
+    windows, positions = [], []
     start = time.perf_counter()
-    value, num_bits = ac.encode(symbols, freqs)
+    for step in range(steps):
+        s = symbols[step]
+        coder.narrow(all_lanes, cum[step, all_lanes, s], freqs[step, all_lanes, s])
+        held = coder.points(all_lanes)
+        point = coder.codeword(all_lanes)
+        # Lanes whose window is complete (or overflowed) start a fresh one; the rest continue.
+        done = held <= 1
+        windows.append(np.where(done, coder.window_value(point), 0))
+        positions.append(done)
+        coder.reset(all_lanes[done])
     encode_s = time.perf_counter() - start
+    decoder = ac.WindowCoder(lanes, 16)
     start = time.perf_counter()
-    decoded = ac.decode(value, num_bits, freqs)
+    for step in range(steps):
+        decoder.decode(all_lanes, cum[step], decoder.points_of(windows[step]))
+        decoder.reset(all_lanes[positions[step]])
     decode_s = time.perf_counter() - start
-    ideal_q = ac.ideal_bits(freqs, symbols)
-    ideal_p = float(-np.log2(probs[np.arange(num_symbols), symbols]).sum())
+    coded = steps * lanes
     return {
-        "symbols": num_symbols,
-        "quantize_symbols_per_s": num_symbols / quantize_s,
-        "encode_symbols_per_s": num_symbols / encode_s,
-        "decode_symbols_per_s": num_symbols / decode_s,
-        "code_bits": num_bits,
-        "ideal_bits_quantized": ideal_q,
-        "ideal_bits_float": ideal_p,
-        "lossless": bool(np.array_equal(decoded, symbols)),
+        "symbols": coded,
+        "quantize_symbols_per_s": coded / quantize_s,
+        "encode_symbols_per_s": coded / encode_s,
+        "decode_symbols_per_s": coded / decode_s,
     }
 
 
-def window_overheads(m1, texts: list[bytes], next_bytes: list[bytes], spec, max_windows: int) -> dict[str, float]:
-    """Per-window bits: codeword length, ideal -log2 q (quantised) and -log2 p (M1's floats), zero padding; and
-    how many windows end before the greedy limit because their next byte codes to all-zero bits (the rule that
-    makes every window decode unambiguously)."""
-    import numpy as np
+def window_overheads(m1, texts: list[bytes], spec, max_windows: int) -> dict[str, float]:
+    """Per-window bits: the codeword's length against the ideal `-log2 q` (quantised), and the zero padding."""
+    from hat.compress.arithmetic import WindowCoder, cumulative
 
-    from hat.compress.arithmetic import Encoder, quantize
-
-    texts, next_bytes = texts[:max_windows], next_bytes[:max_windows]
-    probs = m1.probs([t + n for t, n in zip(texts, next_bytes)])
-    code = ideal_q = ideal_p = 0.0
-    cut_by_rule = 0
-    for row, extra, probs_WxV in zip(texts, next_bytes, probs):
-        symbols = np.frombuffer(row + extra, np.uint8)[: spec.max_window_bytes]
+    texts = texts[:max_windows]
+    freqs_NxWxV = m1.freqs(texts)
+    code = ideal_q = 0.0
+    coder = WindowCoder(1, spec.window_bits, spec.precision)
+    lane = np.array([0])
+    for row, freqs_WxV in zip(texts, freqs_NxWxV):
+        symbols = np.frombuffer(row, np.uint8).astype(np.int64)
         positions = np.arange(len(symbols))
-        freqs = quantize(probs_WxV[: len(symbols)], spec.precision)
-        chosen = freqs[positions, symbols]
-        below = np.cumsum(freqs, axis=1)[positions, symbols] - chosen
-        encoder = Encoder(spec.precision)
-        for cum, freq in zip(below[: len(row)].tolist(), chosen[: len(row)].tolist()):
-            encoder.encode(cum, freq)
-        code += encoder.code()[1]
-        if len(symbols) > len(row):
-            encoder.encode(int(below[len(row)]), int(chosen[len(row)]))
-            cut_by_rule += encoder.code()[1] <= spec.window_bits
-        ideal_q += float(np.sum(spec.precision - np.log2(chosen[: len(row)])))
-        ideal_p += float(-np.log2(probs_WxV[positions[: len(row)], symbols[: len(row)]].astype(np.float64)).sum())
+        cum_WxV1 = cumulative(freqs_WxV)
+        coder.reset(lane)
+        for position, symbol in zip(positions, symbols):
+            coder.narrow(lane, cum_WxV1[position, symbol : symbol + 1], freqs_WxV[position, symbol : symbol + 1])
+        point = int(coder.codeword(lane)[0])
+        trailing = (point & -point).bit_length() - 1 if point else coder.grid
+        code += coder.grid - trailing
+        ideal_q += float(np.sum(spec.precision - np.log2(freqs_WxV[positions, symbols].astype(np.float64))))
     n = max(len(texts), 1)
     return {
         "windows_measured": len(texts),
         "code_bits_per_window": code / n,
         "ideal_q_bits_per_window": ideal_q / n,
-        "ideal_p_bits_per_window": ideal_p / n,
         "padding_bits_per_window": spec.window_bits - code / n,
-        "windows_cut_by_zero_bit_rule": cut_by_rule,
     }
 
 
@@ -100,26 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark the arithmetic coder and EqualInfoAC.")
     parser.add_argument("m1", help="M1 checkpoint (byte_lm)")
     parser.add_argument("--heldout-bytes", type=int, default=40_000, help="bytes of held-out files to compress")
-    parser.add_argument("--roundtrip-bytes", type=int, default=0, help="bytes to decode back (0: all of them)")
     parser.add_argument("--coder-symbols", type=int, default=100_000)
     parser.add_argument("--window-bits", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--max-window-bytes", type=int, nargs="+", default=[16, 32], help="cap per window_bits")
     parser.add_argument("--segment-bytes", type=int, default=1024)
+    parser.add_argument("--m1-batch-size", type=int, default=256)
     parser.add_argument("--m2", help="an eqinfo M2 run to score on the held-out files")
     parser.add_argument("--byte-model", help="a byte-level run (same training time) to score beside M2")
     parser.add_argument("--out", default="runs/bench_compress.json")
     args = parser.parse_args(argv)
 
     from hat.compress.data import take_budget
-    from hat.compress.equal_info import M1, WindowSpec, decode_windows, encode_segments, split_segments
+    from hat.compress.equal_info import M1, WindowSpec, decode_segments, encode_segments, split_segments
     from hat.data import resolve_documents, split_documents
 
     results: dict = {"coder": coder_throughput(args.coder_symbols)}
     c = results["coder"]
     print(
-        f"coder: {c['encode_symbols_per_s']:,.0f} symbols/s encode, {c['decode_symbols_per_s']:,.0f} decode, "
-        f"{c['quantize_symbols_per_s']:,.0f} quantise; {c['code_bits']} bits vs ideal {c['ideal_bits_quantized']:.1f} "
-        f"(quantised) / {c['ideal_bits_float']:.1f} (float) over {c['symbols']:,} symbols; lossless={c['lossless']}"
+        f"window coder: {c['encode_symbols_per_s']:,.0f} symbols/s encode, {c['decode_symbols_per_s']:,.0f} decode, "
+        f"{c['quantize_symbols_per_s']:,.0f} quantise (numpy) over {c['symbols']:,} symbols"
     )
 
     _, heldout = split_documents(resolve_documents("stdlib"), 0.02, 0)
@@ -137,30 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for window_bits, max_window_bytes in zip(args.window_bits, args.max_window_bytes):
         spec = WindowSpec(window_bits, 8, max_window_bytes)
-        m1 = M1.from_checkpoint(args.m1, 64, max_window_bytes)
+        m1 = M1.from_checkpoint(args.m1, args.m1_batch_size, max_window_bytes)
         segments = [s for t in texts for s in split_segments(t, args.segment_bytes)]
-        m1.probs([b"warm up"])
+        m1.freqs([b"warm up"])
         start = time.perf_counter()
-        per_segment = encode_segments(m1, segments, spec)
+        coded = encode_segments(m1, segments, spec)
         encode_s = time.perf_counter() - start
-        windows = [w for ws, _ in per_segment for w in ws]
-        lengths = [n for _, ns in per_segment for n in ns]
-        window_texts, next_bytes = [], []
-        for segment, (_, segment_lengths) in zip(segments, per_segment):
-            offset = 0
-            for n in segment_lengths:
-                window_texts.append(segment[offset : offset + n])
-                next_bytes.append(segment[offset + n : offset + n + 1])
-                offset += n
-        overhead = window_overheads(m1, window_texts, next_bytes, spec, 3000)
-        budget = args.roundtrip_bytes or num_bytes
-        take = 0
-        while take < len(lengths) and sum(lengths[:take]) < budget:
-            take += 1
+        lengths = coded.lengths.tolist()
+        window_texts = []
+        for index, segment in enumerate(segments):
+            offsets = np.concatenate([[0], np.cumsum(coded.of_segment(index)[1])])
+            window_texts += [segment[offsets[k] : offsets[k + 1]] for k in range(len(offsets) - 1)]
+        overhead = window_overheads(m1, window_texts, spec, 3000)
         start = time.perf_counter()
-        decoded = decode_windows(m1, windows[:take], spec)
+        decoded = decode_segments(m1, coded.values, coded.counts, spec)
         decode_s = time.perf_counter() - start
-        mismatches = sum(a != b for a, b in zip(decoded, window_texts[:take]))
+        mismatches = sum(a != b for a, b in zip(decoded, window_texts))
+        windows = coded.values
+        take = len(decoded)
         row = {
             "window_bits": window_bits,
             "max_window_bytes": max_window_bytes,
@@ -183,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             f"EqualInfoAC[{window_bits}, 256/65k] cap {max_window_bytes}: {row['bytes_per_token_v256']:.2f} / "
             f"{row['bytes_per_token_v65536']:.2f} bytes/token (paper on C4: {paper[0]} / {paper[1]}); "
             f"{row['bits_per_byte']:.3f} bits/byte; code {row['code_bits_per_window']:.2f} bits/window vs ideal "
-            f"{row['ideal_q_bits_per_window']:.2f} (q) / {row['ideal_p_bits_per_window']:.2f} (p), padding "
+            f"{row['ideal_q_bits_per_window']:.2f} (q), padding "
             f"{row['padding_bits_per_window']:.2f}; {row['windows_at_cap']} windows at the cap, "
-            f"{row['windows_cut_by_zero_bit_rule']} of {row['windows_measured']} cut by the zero-bit rule, "
             f"{row['segments']} segment ends; encode "
             f"{row['encode_bytes_per_s']:,.0f} B/s, decode {row['decode_bytes_per_s']:,.0f} B/s; round trip "
             f"{row['roundtrip_bytes']:,} bytes in {take:,} windows, mismatches: {mismatches}"

@@ -60,6 +60,9 @@ class TransformerConfig:
     norm_eps: float = 1e-5
     # Apply RMSNorm to queries and keys per head before RoPE (released HAT: `key_query_norm`).
     qk_norm: bool = False
+    # Precision of the stack's RMSNorms: "float32" upcasts; "compute" runs them in model.compute_dtype without an
+    # upcast, as the released TFree-HAT runtime does in bfloat16.
+    norm_dtype: Literal["float32", "compute"] = "float32"
 
     @property
     def resolved_head_dim(self) -> int:
@@ -79,6 +82,26 @@ class PoolingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class NgramConfig:
+    """Hashed byte n-gram embeddings added to the byte embedding (`hat.models.ngrams`; BLT uses n = 3..8): of the
+    HAT encoder, or of a flat byte LM. Each n gets `buckets` rows of width encoder (flat: backbone) width."""
+
+    # The n-gram lengths, e.g. [2, 3, 4, 5, 6]; empty: no n-gram embeddings. A tuple, so that configs stay hashable.
+    sizes: tuple[int, ...] = ()
+    buckets: int = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossAttentionConfig:
+    """Head geometry of the decoder's cross-attention when it differs from the pooling's (released checkpoints may
+    size the two `cross_attention_config`s apart)."""
+
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    head_dim: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Which model to build and its sizes.
 
@@ -94,6 +117,7 @@ class ModelConfig:
     pooling: PoolingConfig = PoolingConfig()
     backbone: TransformerConfig = TransformerConfig(num_layers=4, hidden_size=256, mlp_hidden_size=1024)
     decoder: TransformerConfig = TransformerConfig(num_layers=1, hidden_size=128, sliding_window=256)
+    ngrams: NgramConfig = NgramConfig()
     # Add the decoder's cross-attention to the word vector in every decoder layer, not only the first.
     cross_attn_every_layer: bool = False
     # Mixed precision: dtype of activations and matmuls; parameters, optimizer state, norms, softmaxes and the
@@ -108,6 +132,16 @@ class ModelConfig:
     scan_layers: bool = False
     # Flat models only: the output head is the transpose of the unit embedding (HF `tie_word_embeddings`).
     tie_embeddings: bool = False
+    # --- What the released TFree-HAT runtime does (set by `hat-import`); the defaults keep hat's trained layout. ---
+    # Special-token strings fed as one byte each, a word of its own (released `special_token_dict`); prompts and
+    # evaluated text are cut at them first. Empty: none.
+    # (Left out of the hash, so that model configs stay usable as cache keys; equality still compares it.)
+    special_tokens: dict[str, int] = dataclasses.field(default_factory=dict, hash=False)
+    # Put end-of-text in front of every window as word 0 (hat's training layout); false: the text as it is over
+    # the whole window, as the released runtime feeds a prompt.
+    leading_end_of_text: bool = True
+    # The decoder cross-attention's heads when they differ from the pooling's (null: the pooling's geometry).
+    decoder_cross_attention: CrossAttentionConfig | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +166,10 @@ class EqInfoConfig:
     m1_checkpoint: str = "runs/m1_tiny"
     window_bits: int = 16
     token_bits: int = 8
-    # Bytes per window at most: M1 always runs on [m1_batch_size, max_window_bytes] inputs (bit-identical
-    # probabilities in encoder and decoder need one fixed computation shape).
+    # Bytes per window at most (M1's cache slots). M1 runs as a cached step over m1_batch_size lanes, segment i in
+    # lane i % m1_batch_size (bit-identical probabilities in encoder and decoder need one computation shape).
     max_window_bytes: int = 32
-    m1_batch_size: int = 64
+    m1_batch_size: int = 256
     precision: int = 14
     # Text is cut into independent segments that compress in parallel (a window never crosses one).
     segment_bytes: int = 4096
@@ -160,6 +194,9 @@ class DataConfig:
     max_words: int = 320
     # Directory for prepared tensorstore arrays; empty means `<workdir>/data`.
     cache_dir: str = ""
+    # Bytes of synthetic text in many scripts added to the training split (`hat.data.primer`): teaches a byte model
+    # UTF-8's byte grammar beyond the corpus's scripts, so that unseen scripts score no worse than uniform. 0: none.
+    script_primer_bytes: int = 0
     seed: int = 0
     # "bytes": packed byte sequences (HAT, byte LM); "bpe": byte-level BPE token sequences (token LM);
     # "eqinfo": EqualInfoAC tokens of the same corpus (token LM M2; see `eqinfo`).
@@ -234,8 +271,13 @@ class TrainConfig:
 
     batch_size: int = 16
     steps: int = 2000
-    # Stop early once this many seconds of training have passed (0: no limit). Used for equal-time comparisons.
+    # Stop early once this many seconds of training have passed (0: no limit), counted over the whole run, resumes
+    # included (a run extended with more steps may need a larger budget). Used for equal-time comparisons.
     time_budget_s: float = 0.0
+    # Fit `steps` to `time_budget_s` on this machine: the warmup's steps are timed and, when it ends, `steps` becomes
+    # what the rest of the budget holds (`hat.train.budget`: the run is exactly the run with that `steps`, which is
+    # printed and saved with the run; a resume keeps it).
+    fit_steps_to_budget: bool = False
     # Stop this invocation after this many steps and checkpoint (0: run to `steps`); the learning-rate schedule
     # still spans `steps`, so a long run can be trained in chunks (e.g. on preemptible machines).
     stop_after_steps: int = 0
@@ -248,6 +290,7 @@ class TrainConfig:
     b2: float = 0.95
     grad_clip_norm: float = 1.0
     log_every: int = 10
+    # Evaluation and checkpoints every so many steps (0: only at the end of the run).
     eval_every: int = 200
     # Held-out sequences per evaluation (batches of batch_size); 0 evaluates the whole held-out split.
     eval_sequences: int = 256
@@ -315,6 +358,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
         key_tp, item_tp = typing.get_args(tp)
         return {_coerce(k, key_tp, key): _coerce(item, item_tp, f"{key}.{k}") for k, item in value.items()}
+    if origin is tuple and typing.get_args(tp)[1:] == (Ellipsis,):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return tuple(_coerce(item, typing.get_args(tp)[0], f"{key}[{i}]") for i, item in enumerate(value))
     if origin is list:
         if isinstance(value, str) and typing.get_args(tp) == (str,):
             value = [value]  # a rule may name a single mesh axis without brackets
@@ -370,8 +417,12 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A plain nested dict of the config, suitable for YAML or JSON."""
-    return dataclasses.asdict(config)
+    """A plain nested dict of the config (tuples as lists), suitable for YAML or JSON."""
+    return dataclasses.asdict(config, dict_factory=lambda items: {key: _plain(value) for key, value in items})
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -463,6 +514,11 @@ def validate(config: Config) -> None:
         raise ConfigError("data.seq_bytes must exceed model.max_word_bytes so that every word fits a sequence")
     if data.max_words < 2:
         raise ConfigError("data.max_words must be at least 2")
+    ngrams = model.ngrams
+    if any(n < 1 for n in ngrams.sizes) or len(set(ngrams.sizes)) != len(ngrams.sizes) or ngrams.buckets < 1:
+        raise ConfigError(
+            f"model.ngrams.sizes must be distinct positive n-gram lengths and buckets positive, got {ngrams}"
+        )
     if config.train.batch_size < 1 or config.train.steps < 1:
         raise ConfigError("train.batch_size and train.steps must be positive")
     if config.train.microbatches < 1 or config.train.batch_size % config.train.microbatches:

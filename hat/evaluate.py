@@ -37,10 +37,13 @@ def zlib_bits_per_byte(paths: Sequence[str | Path], level: int = 9) -> float:
     return 8.0 * compressed / raw if raw else math.nan
 
 
-def evaluate_files(loaded: LoadedModel, paths: Sequence[str | Path], batch_size: int = 8) -> dict[str, Any]:
-    """Bits per byte of `loaded` over the files (exact sum of -log2 p over every text byte), zlib -9 beside it."""
+def evaluate_files(
+    loaded: LoadedModel, paths: Sequence[str | Path], batch_size: int = 8, exact: bool = False
+) -> dict[str, Any]:
+    """Bits per byte of `loaded` over the files (exact sum of -log2 p over every text byte), zlib -9 beside it;
+    `exact`: a token LM through its exact next-byte chain (`hat.kinds.bpe.BPEKind.evaluate_files`)."""
     files = [doc.path for doc in read_documents(paths)]
-    result = kind_of(loaded.config).evaluate_files(loaded, files, batch_size)
+    result = kind_of(loaded.config).evaluate_files(loaded, files, batch_size, exact=exact)
     if not result["bytes"]:
         result["bits_per_byte"] = math.nan
     return result | {

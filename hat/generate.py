@@ -8,8 +8,9 @@ prefill once, one jitted step per byte, a HAT's backbone once per word), a token
 distributions (`hat.byteprob`), or an EqualInfoAC M2's windows; `use_cache=False` picks a kind's uncached
 reference path. Byte-level ensembles of several models sample through `generate_byte_level`.
 
-An empty prompt is valid: the model continues from the start-of-document marker alone. Prompts are bytes and may
-hold invalid UTF-8: the models read any bytes.
+An empty prompt is valid for hat's own models: the model continues from the start-of-document marker alone (a model
+imported from the released runtime, fed without it, needs a non-empty prompt). Prompts are bytes and may hold invalid
+UTF-8: the models read any bytes; a model's special tokens (`model.special_tokens`) are written as their strings.
 """
 
 from __future__ import annotations

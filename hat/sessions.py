@@ -1,8 +1,10 @@
 """Decode sessions of the byte models (HAT and the flat byte LM): cached (the default) or uncached.
 
 Both lay the context out as in training (`hat.data.layout`: `[EOT] + words` in the model's trained window of
-`data.seq_bytes` bytes and `data.max_words` words) and give next-byte logits for a batch of growing texts; the one
-sampler (`hat.sampling.sample_session`) drives either.
+`data.seq_bytes` bytes and `data.max_words` words, or the words alone for a model imported from the released
+runtime, `ContextRules`) and give next-byte logits for a batch of growing texts; the one sampler
+(`hat.sampling.sample_session`) drives either. Contexts arrive with their special tokens already bytes
+(`hat.text.SpecialTokens.encode`); each special byte is a word of its own.
 
 * `UncachedSession` re-splits and re-runs the whole window for every byte; when a context outgrows the window,
   whole words are dropped from its front, one step at a time.
@@ -13,8 +15,9 @@ sampler (`hat.sampling.sample_session`) drives either.
   that fill at most half of the window (`fit_context`), and the caches are refilled from that, so from the first
   cut on the two sessions see different windows. A refill re-encodes every row of the batch.
 
-An empty prompt is valid: the model continues from the start-of-document marker alone. Prompts are bytes and may
-hold invalid UTF-8: the models read any bytes.
+An empty prompt is valid for hat's own models: the model continues from the start-of-document marker alone. A
+model fed without the leading end-of-text needs a non-empty prompt (`SamplingError` otherwise). Prompts are bytes
+and may hold invalid UTF-8: the models read any bytes.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from flax import nnx
 
 from hat.checkpoint import LoadedModel, with_layer_layout
 from hat.config import EOT_BYTE
-from hat.data.layout import fit_context, fits_window, layout_context
+from hat.data.layout import ContextRules, fit_context, fits_window, layout_context
 from hat.models import decoding
+from hat.sampling import SamplingError
 from hat.text import continues_word, split_words
 
 
@@ -56,13 +60,13 @@ class UncachedSession:
         config = loaded.config
         self.seq_bytes, self.max_words = config.data.seq_bytes, config.data.max_words
         self.max_word_bytes = config.model.max_word_bytes
+        self.rules = ContextRules.of(config.model)
         self.graphdef, self.params = nnx.split(loaded.model, nnx.Param)
         self.texts: list[bytearray] = []
 
     def start(self, contexts: Sequence[bytes]) -> jax.Array:
         """See `hat.sampling.Session`."""
-        if not contexts:
-            raise ValueError("give at least one prompt")
+        check_contexts(contexts, self.rules)
         self.texts = [bytearray(c) for c in contexts]
         return self._logits()
 
@@ -74,11 +78,25 @@ class UncachedSession:
         return self._logits()
 
     def _logits(self) -> jax.Array:
-        layouts = [layout_context(bytes(t), self.seq_bytes, self.max_words, self.max_word_bytes) for t in self.texts]
+        layouts = [
+            layout_context(bytes(text), self.seq_bytes, self.max_words, self.max_word_bytes, self.rules)
+            for text in self.texts
+        ]
         inputs_BxT = np.stack([inputs for inputs, _, _ in layouts])
         word_ids_BxT = np.stack([ids for _, ids, _ in layouts])
         positions_B = np.array([last for _, _, last in layouts], np.int32)
         return uncached_logits(self.graphdef, self.max_words, self.params, inputs_BxT, word_ids_BxT, positions_B)
+
+
+def check_contexts(contexts: Sequence[bytes], rules: ContextRules) -> None:
+    """Raises unless there are contexts, each non-empty where the model has no leading end-of-text."""
+    if not contexts:
+        raise ValueError("give at least one prompt")
+    if not rules.leading_end_of_text and not all(contexts):
+        raise SamplingError(
+            "this model is fed without a leading end-of-text (model.leading_end_of_text: false, as the released "
+            "runtime): give a non-empty prompt"
+        )
 
 
 @dataclass
@@ -88,24 +106,26 @@ class _Row:
     text: bytearray
     open_word: bytes  # b"": the open word is the end-of-text marker at position 0
     num_words: int
+    rules: ContextRules
 
     @classmethod
-    def of(cls, text: bytes, max_word_bytes: int) -> _Row:
-        words = split_words(text, max_word_bytes)
-        return cls(bytearray(text), words[-1] if words else b"", len(words))
+    def of(cls, text: bytes, max_word_bytes: int, rules: ContextRules) -> _Row:
+        words = split_words(text, max_word_bytes, rules.special_bytes)
+        return cls(bytearray(text), words[-1] if words else b"", len(words), rules)
 
     def push(self, value: int, max_word_bytes: int) -> list[int]:
         """Appends a byte; returns the positions at which words closed (ascending; usually none or one)."""
-        position = 1 + len(self.text)
+        position = self.rules.lead + len(self.text)
         self.text.append(value)
         new = bytes([value])
         if not self.open_word:
             self.open_word, self.num_words = new, self.num_words + 1
             return [position]
-        if continues_word(self.open_word, new, max_word_bytes):
+        special = self.rules.special_bytes
+        if continues_word(self.open_word, new, max_word_bytes, special):
             self.open_word += new
             return []
-        pieces = split_words(self.open_word + new, max_word_bytes)
+        pieces = split_words(self.open_word + new, max_word_bytes, special)
         start = position - len(self.open_word)
         ends = (start + np.cumsum([len(piece) for piece in pieces[:-1]])).tolist()
         self.open_word, self.num_words = pieces[-1], self.num_words + len(pieces) - 1
@@ -156,6 +176,7 @@ class CachedSession(abc.ABC):
         config = loaded.config
         self.seq_bytes, self.max_words = config.data.seq_bytes, config.data.max_words
         self.max_word_bytes = config.model.max_word_bytes
+        self.rules = ContextRules.of(config.model)
         graphdef, self.params = nnx.split(loaded.model, nnx.Param)
         self.steps = _compiled_steps(graphdef, self.max_words, self.max_word_bytes)
         self.rows: list[_Row] = []
@@ -165,17 +186,19 @@ class CachedSession(abc.ABC):
 
     def start(self, contexts: Sequence[bytes]) -> jax.Array:
         """Prefills the caches with the contexts (each cut by `fit_context` if it does not fit the window)."""
-        if not contexts:
-            raise ValueError("give at least one prompt")
-        self.rows = [
-            _Row.of(fit_context(bytes(c), self.seq_bytes, self.max_words, self.max_word_bytes), self.max_word_bytes)
-            for c in contexts
-        ]
+        check_contexts(contexts, self.rules)
+        self.rows = [self._row(bytes(c)) for c in contexts]
         return self._refill()
+
+    def _row(self, text: bytes) -> _Row:
+        """A row of the text's most recent words that fit (`fit_context`)."""
+        fitted = fit_context(text, self.seq_bytes, self.max_words, self.max_word_bytes, self.rules)
+        return _Row.of(fitted, self.max_word_bytes, self.rules)
 
     def _refill(self) -> jax.Array:
         layouts = [
-            layout_context(bytes(row.text), self.seq_bytes, self.max_words, self.max_word_bytes) for row in self.rows
+            layout_context(bytes(row.text), self.seq_bytes, self.max_words, self.max_word_bytes, self.rules)
+            for row in self.rows
         ]
         inputs_BxT = np.stack([inputs for inputs, _, _ in layouts])
         word_ids_BxT = np.stack([ids for _, ids, _ in layouts])
@@ -188,9 +211,8 @@ class CachedSession(abc.ABC):
         closes = [row.push(int(v), self.max_word_bytes) if on else [] for row, v, on in zip(self.rows, values, active)]
         overflow = False
         for index, (row, on) in enumerate(zip(self.rows, active)):
-            if on and not fits_window(len(row.text), row.num_words, self.seq_bytes, self.max_words):
-                text = fit_context(bytes(row.text), self.seq_bytes, self.max_words, self.max_word_bytes)
-                self.rows[index] = _Row.of(text, self.max_word_bytes)
+            if on and not fits_window(len(row.text), row.num_words, self.seq_bytes, self.max_words, self.rules):
+                self.rows[index] = self._row(bytes(row.text))
                 overflow = True
         if overflow:
             self.refills += 1

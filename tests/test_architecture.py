@@ -17,7 +17,7 @@ from pathlib import Path
 from support import REPO
 
 LAYERS = [
-    {"hat.errors"},
+    {"hat.errors", "hat.machine_load"},
     {"hat.config"},
     {"hat.text", "hat.sampling"},
     {"hat.data"},

@@ -19,7 +19,7 @@ from hat.config import load_config
 from hat.data.tokens import TokenSequences, encode_documents, tokens_in_memory
 from hat.evaluate import evaluate_files
 from hat.kinds import kind_of, load_byte_model
-from hat.text.bpe import EOT_ID, load_tokenizer
+from hat.text.bpe import EOT_ID, chunk_start, load_tokenizer
 
 
 @pytest.mark.slow
@@ -51,7 +51,7 @@ def test_token_sequences_cover_every_token_once(bpe_run, text_corpus):
 @pytest.mark.slow
 def test_flat_token_model_matches_a_direct_forward(bpe_run):
     loaded = load_model(bpe_run)
-    model = FlatTokenModel(loaded, batch_size=4)
+    model = FlatTokenModel(loaded, EOT_ID, batch_size=4)
     prefixes = [(), (5, 9, 300), tuple(range(1, 60))]  # the last is longer than the 32-token context
     rows = model.next_token_logprobs(prefixes)
     for prefix, row in zip(prefixes, rows):
@@ -66,7 +66,8 @@ def test_flat_token_model_matches_a_direct_forward(bpe_run):
 @pytest.mark.slow
 def test_cached_token_model_equals_the_recompute(bpe_run):
     loaded = load_model(bpe_run)
-    cached, recompute = CachedFlatTokenModel(loaded, max_states=8), FlatTokenModel(loaded, batch_size=4)
+    cached = CachedFlatTokenModel(loaded, EOT_ID, max_states=8)
+    recompute = FlatTokenModel(loaded, EOT_ID, batch_size=4)
     # Shared prefixes branch from cached states; the last is past the 32-token context (recompute fallback).
     prefixes = [(), (5, 9, 300), (5, 9), (5, 9, 301, 7), tuple(range(1, 20)), tuple(range(1, 22)), tuple(range(1, 60))]
     np.testing.assert_allclose(
@@ -80,15 +81,19 @@ def test_cached_token_model_equals_the_recompute(bpe_run):
 def test_evaluate_reports_exact_and_canonical_beside_a_byte_model(bpe_run, byte_run, text_corpus, capsys):
     files = [str(text_corpus / "cjk.txt"), str(text_corpus / "invalid.txt")]
     evaluate = cli("evaluate")
-    assert evaluate([str(bpe_run), files[1], "--json"]) == 0
+    assert evaluate([str(bpe_run), files[1], "--json", "--exact"]) == 0
     single = json.loads(capsys.readouterr().out)
     assert 0 < single["bits_per_byte"] < 12 and 0 < single["bits_per_byte_canonical"] < 12
-    # Exact next-byte probabilities sum over every tokenisation the canonical one is among: never more bits.
+    # The exact chain sums over every tokenisation the canonical one is among: never more bits.
     assert single["bits_per_byte"] <= single["bits_per_byte_canonical"]
     # Known values: what these runs computed (CPU, float32) when the test was written; see test_golden.py.
-    assert single["bits_per_byte"] == golden(6.116401371596262)
-    assert single["bits_per_byte_canonical"] == golden(6.129329605540147)
+    assert single["bits_per_byte"] == golden(6.140437517797519)
     assert single["model_kind"] == "token_lm"
+    # The default is the teacher-forced whole-document number alone.
+    assert evaluate([str(bpe_run), files[1], "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert default["bits_per_byte"] == pytest.approx(single["bits_per_byte_canonical"], rel=1e-6)
+    assert "bits_per_byte_canonical" not in default
     args = [str(byte_run), *files, "--also", str(bpe_run), "--ensemble", "product", "--json"]
     assert evaluate(args) == 0
     result = json.loads(capsys.readouterr().out)
@@ -190,8 +195,8 @@ def test_benchmark_functions_on_a_tiny_run(bpe_run):
 
 @pytest.mark.slow
 def test_the_suite_scores_a_token_lm_by_the_canonical_tokenisation_of_each_file(bpe_run, byte_run, tmp_path):
-    """The registry's token scorer (one teacher-forced pass over each file's tokens, as training lays them out)
-    gives the canonical log-probability that the exact byte chain computes beside its own, for a file that fits
+    """The registry's token scorer (one teacher-forced pass over each file's tokens as a complete document) gives
+    the canonical log-probability of the file and its end, as the token model computes it, for a file that fits
     the model's context."""
     from hat.evaluate import evaluate_suite
 
@@ -200,7 +205,9 @@ def test_the_suite_scores_a_token_lm_by_the_canonical_tokenisation_of_each_file(
     data = path.read_bytes()
     exact = load_byte_model(bpe_run)
     exact.text_logprobs(data)
-    canonical = -exact.last_canonical_log_prob / np.log(2) / len(data)
+    ids = tuple(exact.tokenizer.encode(data))
+    end = FlatTokenModel(load_model(bpe_run), EOT_ID).next_token_logprobs([ids])[0][EOT_ID]
+    canonical = -(exact.last_canonical_log_prob + end) / np.log(2) / len(data)
     result = evaluate_suite(
         [load_model(bpe_run), load_model(byte_run)], [path], perturbations=("delete",), workdir=tmp_path
     )
@@ -208,3 +215,75 @@ def test_the_suite_scores_a_token_lm_by_the_canonical_tokenisation_of_each_file(
     assert token["bits_per_byte"] == pytest.approx(canonical, rel=1e-5)
     assert token["unit"] == "token" and token["unit_vocabulary"] == 400 and token["bytes"] == len(data)
     assert byte["unit"] == "byte" and np.isfinite(token["delete_increase"])
+
+
+class _ValidOnly:
+    """A token model that puts no mass on invalid tokenisations: after each canonical prefix, only the tokens that
+    extend it validly (and end-of-text) keep their probability, renormalised."""
+
+    def __init__(self, model, table) -> None:
+        self.model, self.table = model, table
+
+    def next_token_logprobs(self, prefixes):
+        rows = np.asarray(self.model.next_token_logprobs(prefixes), np.float64)
+        for row, prefix in zip(rows, prefixes):
+            text = self.table.tokenizer.decode(prefix)
+            mask = self.table.valid_after(text[chunk_start(text) :]).copy()
+            mask[EOT_ID] = True
+            row[~mask] = -np.inf
+            row -= np.logaddexp.reduce(row[mask])
+        return rows
+
+
+@pytest.mark.slow
+def test_whole_document_scoring_agrees_with_the_exact_chain_on_complete_documents(bpe_run, tmp_path):
+    """For a complete document followed by end-of-text only the canonical tokenisation is valid: the exact
+    next-byte chain (bytes, then end-of-text) equals the canonical probability whenever the model puts its mass on
+    valid tokenisations only, and is never below it otherwise; the forward-pass scorer gives that canonical
+    probability (document within the context)."""
+    from hat.byteprob.bytelevel import TokenByteModel
+    from hat.byteprob.exact import EOT_OUTCOME, TokenTable
+
+    loaded = load_model(bpe_run)
+    tokenizer = load_tokenizer(bpe_run / "tokenizer.json")
+    table = TokenTable(tokenizer)
+    data = b"x = total(1) \xe6\x97 +  y\n"
+    path = tmp_path / "doc.py"
+    path.write_bytes(data)
+    ids = tuple(tokenizer.encode(data))
+    assert len(ids) + 1 <= loaded.config.data.bpe.seq_tokens
+
+    def chain_and_canonical(model):
+        rows = TokenByteModel(model, tokenizer).text_logprobs(data)
+        chain = text_bits(rows, data) - rows[len(data), EOT_OUTCOME] / np.log(2)
+        steps = model.next_token_logprobs([ids[:k] for k in range(len(ids) + 1)])
+        canonical = -sum(row[t] for row, t in zip(steps, (*ids, EOT_ID))) / np.log(2)
+        return chain, canonical
+
+    chain, canonical = chain_and_canonical(_ValidOnly(FlatTokenModel(loaded, EOT_ID), table))
+    assert chain == pytest.approx(canonical, rel=1e-9)
+    raw_chain, raw_canonical = chain_and_canonical(FlatTokenModel(loaded, EOT_ID))
+    assert raw_chain <= raw_canonical + 1e-9
+    default = evaluate_files(loaded, [path])
+    assert default["bits_per_byte"] * len(data) == pytest.approx(raw_canonical, rel=1e-5)
+    exact = evaluate_files(loaded, [path], exact=True)
+    assert exact["bits_per_byte"] * len(data) == pytest.approx(raw_chain, rel=1e-5)
+    assert exact["bits_per_byte_canonical"] == pytest.approx(default["bits_per_byte"], rel=1e-9)
+
+
+def test_document_windows_score_every_target_once_with_enough_context():
+    from hat.data.documents import DocumentWindows
+
+    lengths = np.arange(50) % 4
+    docs = [list(range(1, 30)), [5, 6], list(range(10, 48))]
+    source = DocumentWindows(docs, lengths, EOT_ID, seq_tokens=8, stride=3)
+    scored = {i: [] for i in range(len(docs))}
+    for index in range(len(source)):
+        doc, start, _, _ = source.index[index]
+        example = source[index]
+        for position in np.flatnonzero(example["loss_mask"]):
+            scored[doc].append(int(example["targets"][position]))
+            assert position >= 8 - 3 or start == 0  # at least seq_tokens - stride tokens of context
+        assert (example["target_bytes"] == example["loss_mask"] * lengths[example["targets"]]).all()
+    for i, doc in enumerate(docs):
+        assert scored[i] == [*doc, EOT_ID]  # each target once, in order, the closing end-of-text included

@@ -107,20 +107,25 @@ def test_keyboard_interrupt_is_exit_code_130(capsys):
 # ---- user errors that surfaced as bare exceptions are HatErrors where they are detected ---------------------------
 
 
-def test_write_failures_in_a_staging_directory_are_conversion_errors(tmp_path: Path):
+def test_write_failures_in_a_staging_directory_are_one_line_errors(tmp_path: Path):
     from hat.checkpoint import CheckpointError
-    from hat.checkpoint.store import ConversionError, staging_dir
+    from hat.checkpoint.store import staging_dir
+    from hat.data.atomic import OutputPathError
+    from hat.errors import StorageError
 
     (tmp_path / "a file").write_text("")
-    with pytest.raises(ConversionError, match="cannot write .*a file"):
+    with pytest.raises(OutputPathError, match="cannot create .*a file/out: .*choose a path in a writable directory"):
         with staging_dir(tmp_path / "a file" / "out"):
             pass
-    with pytest.raises(ConversionError, match=r"No space left on device \(.*shard\); check permissions and free"):
+    with pytest.raises(StorageError, match=r"the parameter store .*out: no space left on the device; nothing was kept"):
         with staging_dir(tmp_path / "out") as partial:
             raise OSError(28, "No space left on device", str(partial / "shard"))
     with pytest.raises(CheckpointError, match="as it was"):
         with staging_dir(tmp_path / "out"):
             raise CheckpointError("as it was")
+    with pytest.raises(OSError, match="Input/output error"):  # not the storage's fault: a bug or a bad input
+        with staging_dir(tmp_path / "out"):
+            raise OSError(5, "Input/output error")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a file"]
 
 

@@ -3,7 +3,7 @@ the token corpus and the end-to-end M1 -> compress.py -> M2 path."""
 
 import json
 import re
-from fractions import Fraction
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +15,20 @@ from support import REPO, TEXT_FILES, cli, golden
 
 from hat.checkpoint import Checkpointer
 from hat.compress import arithmetic as ac
-from hat.compress.container import decode_file, encode_file, read_header
+from hat.compress.container import MAGIC, decode_file, encode_file, read_header
 from hat.compress.data import TokenSequences, load_token_corpus, prepare_token_corpus
 from hat.compress.equal_info import (
     M1,
+    ComputationShapeError,
     CorruptStreamError,
     WindowSpec,
-    decode_windows,
+    decode_segments,
     encode_segments,
     split_segments,
     tokens_to_windows,
     windows_to_tokens,
 )
-from hat.config import ConfigError, ModelConfig, TransformerConfig, load_config, to_dict
+from hat.config import EOT_BYTE, ConfigError, ModelConfig, TransformerConfig, load_config, to_dict
 from hat.data import Document
 from hat.data.atomic import partial_path
 from hat.kinds import kind_of
@@ -58,20 +59,6 @@ def m1s() -> dict[str, M1]:
 # --- arithmetic coder -----------------------------------------------------------------------------------------------
 
 
-def _random_stream(rng: np.random.Generator, precision: int):
-    num_symbols = int(rng.integers(2, 300))
-    n = int(rng.integers(1, 120))
-    probs = rng.dirichlet(np.full(num_symbols, float(rng.choice([0.01, 0.3, 3.0]))), size=n)
-    probs[:, rng.integers(0, num_symbols, 3)] = 0.0  # symbols with zero probability stay codable
-    probs[:, 0] += 1e-9
-    freqs = ac.quantize(probs, precision)
-    # Draw symbols mostly from the distribution, sometimes uniformly (near-zero probabilities).
-    symbols = np.array(
-        [rng.integers(num_symbols) if rng.random() < 0.2 else rng.choice(num_symbols, p=f / f.sum()) for f in freqs]
-    )
-    return freqs, symbols
-
-
 def test_quantize_is_exact_and_row_independent():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.full(256, 0.02), size=50).astype(np.float32)
@@ -80,59 +67,93 @@ def test_quantize_is_exact_and_row_independent():
     assert np.array_equal(ac.quantize(probs[7:9], 14), freqs[7:9])
     assert np.array_equal(ac.quantize(probs[::-1], 14), freqs[::-1])
     assert np.all(ac.quantize(probs, 16, min_freq=3) >= 3)
+    # Unnormalised rows (M1 quantises exp(logits - max)) give the same integers up to float rounding.
+    assert np.abs(ac.quantize(probs * 3.0, 14) - freqs).max() <= 1
     with pytest.raises(ValueError, match="precision"):
         ac.quantize(probs, 7)
 
 
-@pytest.mark.parametrize("state_bits", [24, 64, 4096])
-def test_coder_round_trips_random_alphabets(state_bits: int):
-    rng = np.random.default_rng(state_bits)
-    for _ in range(60):
-        precision = int(rng.choice([10, 14, 16]))
-        freqs, symbols = _random_stream(rng, precision)
-        if freqs.shape[1] > 1 << (precision - 1):
-            continue
-        value, num_bits = ac.encode(symbols, freqs, precision, max(state_bits, precision + 1))
-        decoded = ac.decode(value, num_bits, freqs, precision, max(state_bits, precision + 1))
-        assert np.array_equal(decoded, symbols)
-        # Zero padding past the end is what the decoder assumes anyway.
-        padded = ac.decode(value << 40, num_bits + 40, freqs, precision, max(state_bits, precision + 1))
-        assert np.array_equal(padded, symbols)
-        ideal = ac.ideal_bits(freqs, symbols, precision)
-        assert num_bits <= ideal + 2 + len(symbols) * 2.0 ** (precision + 2 - state_bits)
+def _random_lanes(rng: np.random.Generator, lanes: int, length: int, precision: int):
+    """Per lane a sequence of quantised distributions (peaked, with zero probabilities) and symbols drawn from them
+    or uniformly (near-zero probabilities)."""
+    num_symbols = int(rng.integers(2, 300))
+    probs = rng.dirichlet(np.full(num_symbols, float(rng.choice([0.01, 0.3, 3.0]))), size=(lanes, length))
+    probs[..., rng.integers(0, num_symbols, 3)] = 0.0
+    probs[..., 0] += 1e-9
+    freqs = ac.quantize(probs.reshape(-1, num_symbols), precision).reshape(lanes, length, num_symbols)
+    cum = ac.cumulative(freqs)
+    draws = (cum[..., 1:] <= rng.random((lanes, length, 1)) * (1 << precision)).sum(-1)
+    symbols = np.where(rng.random((lanes, length)) < 0.2, rng.integers(0, num_symbols, (lanes, length)), draws)
+    return cum, symbols
 
 
-def test_codeword_is_the_shortest_fraction_in_the_exact_interval():
-    """Against exact rational arithmetic: with a wide state the coder is exact and its codeword is the unique
-    shortest binary fraction inside the product interval."""
-    rng = np.random.default_rng(1)
-    for _ in range(40):
-        freqs, symbols = _random_stream(rng, 10)
-        symbols, freqs = symbols[:12], freqs[:12]
-        if freqs.shape[1] > 512:
+@pytest.mark.parametrize("window_bits", [16, 32, 48, 80])
+def test_window_coder_round_trips_and_gives_the_shortest_codeword(window_bits: int):
+    """Lanes code random symbols while their window can still change; a decoder holding only the window's point
+    decodes them back, and every codeword is the interval's unique shortest binary fraction (exact arithmetic)."""
+    rng = np.random.default_rng(window_bits)
+    lanes, length, precision = 16, 40, 14
+    for _ in range(4):
+        cum, symbols = _random_lanes(rng, lanes, length, precision)
+        if cum.shape[-1] - 1 > 1 << (precision - 1):
             continue
-        low, width = Fraction(0), Fraction(1)
-        for f, s in zip(freqs, symbols):
-            low += width * Fraction(int(f[:s].sum()), 1 << 10)
-            width *= Fraction(int(f[s]), 1 << 10)
-        length = 0
-        while -((-low.numerator * 2**length) // low.denominator) >= (low + width) * 2**length:
-            length += 1
-        shortest = -((-low.numerator * 2**length) // low.denominator)
-        value, num_bits = ac.encode(symbols, freqs, 10, 1 << 14)
-        assert Fraction(value, 2**num_bits) == Fraction(shortest, 2**length)
-        assert num_bits == length or (num_bits < length and shortest % 2 == 0)
+        coder = ac.WindowCoder(lanes, window_bits, precision)
+        all_lanes = np.arange(lanes)
+        count = np.zeros(lanes, np.int64)
+        points = np.zeros(lanes, coder.dtype)
+        open_ = np.ones(lanes, bool)
+        for step in range(length):
+            go = all_lanes[open_]
+            if not len(go):
+                break
+            s = symbols[go, step]
+            coder.narrow(go, cum[go, step, s], cum[go, step, s + 1] - cum[go, step, s])
+            held = coder.points(go)
+            assert np.all(held[:] >= 1) or step > 0
+            fits = held > 0
+            count[go[fits]] = step + 1
+            points[go[fits]] = coder.codeword(go[fits])
+            for lane in go[fits]:
+                low, width = int(coder.low_B[lane]), int(coder.width_B[lane])
+                shortest = next(
+                    ((low + (1 << k) - 1) >> k) << k
+                    for k in range(coder.grid, -1, -1)
+                    if ((low + (1 << k) - 1) >> k) << k < low + width
+                )
+                assert int(points[lane]) == shortest
+            open_[go[~fits | (held == 1)]] = False
+        assert np.all(count >= 1), "a single symbol always fits"
+        # Decode from the window values alone: symbols come back until the codeword is reached.
+        windows = coder.window_value(points)
+        assert all(0 <= int(w) < 1 << window_bits for w in windows)
+        decoder = ac.WindowCoder(lanes, window_bits, precision)
+        targets = decoder.points_of(windows)
+        for lane in range(lanes):
+            one = np.array([lane])
+            for step in range(int(count[lane])):
+                got = decoder.decode(one, cum[lane : lane + 1, step], targets[one])
+                assert got[0] == symbols[lane, step]
+            assert decoder.codeword(one)[0] == targets[lane]
+
+
+def test_window_coder_partitions_each_interval():
+    """The symbols' sub-intervals tile the interval exactly, each non-empty while the interval is at least T wide."""
+    rng = np.random.default_rng(3)
+    coder = ac.WindowCoder(1, 16)
+    for width in [1 << 14, (1 << 14) + 1, 123_456_789, (1 << 46) - 7, 1 << 46]:
+        freqs = ac.quantize(rng.dirichlet(np.full(256, 0.05))[None])[0]
+        cum = ac.cumulative(freqs[None])[0].astype(np.uint64)
+        ends = coder._scaled(np.uint64(width), cum)
+        assert ends[0] == 0 and ends[-1] == width and np.all(np.diff(ends.astype(np.int64)) >= 1)
 
 
 # --- EqualInfoAC ----------------------------------------------------------------------------------------------------
 
 
 def _round_trip(m1: M1, data: bytes, spec: WindowSpec, segment_bytes: int = 64):
-    per_segment = encode_segments(m1, split_segments(data, segment_bytes), spec)
-    windows = [w for ws, _ in per_segment for w in ws]
-    lengths = [n for _, ns in per_segment for n in ns]
-    decoded = decode_windows(m1, windows, spec)
-    return windows, lengths, decoded
+    windows = encode_segments(m1, split_segments(data, segment_bytes), spec)
+    decoded = decode_segments(m1, windows.values, windows.counts, spec)
+    return windows.values.tolist(), windows.lengths.tolist(), decoded
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -158,15 +179,47 @@ def test_equal_info_round_trips_any_bytes(m1s, data: bytes, spec_index: int, whi
     assert all(0 <= w < 1 << spec.window_bits for w in windows)
     tokens = windows_to_tokens(windows, spec)
     assert len(tokens) == len(windows) * spec.tokens_per_window
-    assert tokens_to_windows(tokens, spec) == windows
+    assert tokens_to_windows(tokens, spec).tolist() == windows
 
 
 def _greedy_text(m1: M1, length: int) -> bytes:
     """The bytes M1 finds most likely after a fresh context: they code to almost nothing."""
     row = b""
     for position in range(length):
-        row += bytes([int(np.argmax(m1.probs([row])[0, position]))])
+        row += bytes([int(np.argmax(m1.freqs([row])[0, position]))])
     return row
+
+
+def _codeword(freqs_WxV: np.ndarray, data: bytes, spec: WindowSpec) -> tuple[int, int]:
+    """`(b-bit points the interval holds, codeword in grid units)` after coding `data` from a fresh window."""
+    coder = ac.WindowCoder(1, spec.window_bits, spec.precision)
+    cum = ac.cumulative(freqs_WxV)
+    for position, symbol in enumerate(data):
+        coder.narrow(np.array([0]), cum[position, symbol : symbol + 1], freqs_WxV[position, symbol : symbol + 1])
+    return int(coder.points(np.array([0]))[0]), int(coder.codeword(np.array([0]))[0])
+
+
+def test_windows_are_the_longest_prefix_that_fits_and_ends_a_run(m1s):
+    """Against the definition, byte by byte: each window's codeword fits and is its value; its last byte changed
+    the codeword; no longer prefix (up to the cap and the segment's end) fits with a different codeword."""
+    spec = SPECS[0]
+    m1 = m1s["flat"]
+    data = b"def f(x):\n    return x  # caf\xc3\xa9\n" + bytes(range(0, 256, 5))
+    windows = encode_segments(m1, [data], spec)
+    offset = 0
+    for value, length in zip(windows.values.tolist(), windows.lengths.tolist()):
+        row = data[offset : offset + spec.max_window_bytes]
+        freqs = m1.freqs([row])[0]
+        held, point = _codeword(freqs, row[:length], spec)
+        coder = ac.WindowCoder(1, spec.window_bits)
+        assert held >= 1 and point == int(coder.points_of([value])[0])
+        if length > 1:
+            assert _codeword(freqs, row[: length - 1], spec)[1] != point
+        for longer in range(length + 1, len(row) + 1):
+            held_longer, point_longer = _codeword(freqs, row[:longer], spec)
+            assert held_longer == 0 or point_longer == point
+        offset += length
+    assert offset == len(data)
 
 
 def test_windows_decode_on_their_own_and_reach_the_cap(m1s):
@@ -176,12 +229,11 @@ def test_windows_decode_on_their_own_and_reach_the_cap(m1s):
         windows, lengths, decoded = _round_trip(m1, data, spec)
         assert b"".join(decoded) == data
         for window, text in zip(windows, decoded):
-            assert decode_windows(m1, [window], spec) == [text]
+            assert decode_segments(m1, [window], [1], spec) == [text]
     # The confident model fills windows to max_window_bytes with its own text, and codes bytes it finds
     # improbable at the minimum frequency (one byte per 16-bit window).
     peaked = m1s["peaked"]
-    probs = peaked.probs([bytes(range(256))[::7][:WINDOW]])[0]
-    assert np.any(ac.quantize(probs) == 1)
+    assert np.any(peaked.freqs([bytes(range(256))[::7][:WINDOW]])[0] == 1)
     _, lengths, _ = _round_trip(peaked, _greedy_text(peaked, WINDOW) * 3 + bytes(range(256))[::7], spec)
     assert lengths[:3] == [WINDOW] * 3 and min(lengths) == 1
 
@@ -193,17 +245,49 @@ def test_first_byte_of_the_token_is_the_windows_top_bits(m1s):
     assert tokens[0] == windows[0] >> 24 and tokens[3] == windows[0] & 0xFF
 
 
-def test_m1_probabilities_do_not_depend_on_batch_neighbours_or_padding(m1s):
+def test_segments_decode_in_any_subset_and_order(m1s):
+    """Segment i runs in lane i % batch size in encoder and decoder, so any subset of segments decodes alone, and
+    a lane's results do not depend on what the other lanes hold."""
+    m1, spec = m1s["flat"], SPECS[2]
+    segments = split_segments(TEXT_FILES["src2.py"][:700] + b"\xff\xfe" * 20, 64)
+    windows = encode_segments(m1, segments, spec)
+    picked = [7, 2, 9, 3]
+    values = np.concatenate([windows.of_segment(i)[0] for i in picked])
+    counts = [int(windows.counts[i]) for i in picked]
+    decoded = decode_segments(m1, values, counts, spec, segment_ids=picked)
+    bounds = np.cumsum([0, *counts])
+    assert [b"".join(decoded[bounds[k] : bounds[k + 1]]) for k in range(len(picked))] == [segments[i] for i in picked]
+    # Re-encoding a few segments with their ids gives their windows again.
+    again = encode_segments(m1, [segments[i] for i in picked], spec, segment_ids=picked)
+    assert again.values.tolist() == values.tolist()
+
+
+def test_m1_frequencies_do_not_depend_on_batch_neighbours_or_padding(m1s):
     m1 = m1s["flat"]
     row = b"import numpy"
-    alone = m1.probs([row])[0]
-    crowded = m1.probs([b"\xff" * 12, b"zz", row, b"x"])[2]
+    alone = m1.freqs([row])[0]
+    crowded = m1.freqs([b"\xff" * 12, b"zz", row, b"x"])[2]
     assert np.array_equal(alone, crowded)
-    # A prefix sees the same probabilities at its positions whatever follows (the decoder's view).
-    prefix = m1.probs([row[:5]])[0]
+    # A prefix sees the same frequencies at its positions whatever follows (the decoder's view).
+    prefix = m1.freqs([row[:5]])[0]
     assert np.array_equal(prefix[:6], alone[:6])
-    other_batch = M1(build_model(TINY_M1, rngs=nnx.Rngs(0)), to_dict(TINY_M1), 2, WINDOW).probs([row])[0]
-    assert np.array_equal(other_batch, alone), "probabilities changed with the batch size"
+
+
+def test_window_start_is_the_model_at_position_0_and_steps_never_overwrite_it(m1s):
+    """Position 0 (EOT, fresh context) is computed once, not per window: its frequencies and the later positions'
+    (which read its keys and values from slot 0) agree with the uncached model run over `[EOT] + row`."""
+    m1, row = m1s["peaked"], b"import numpy"
+    model = build_model(TINY_M1, rngs=nnx.Rngs(1))
+    model.lm_head[...] = model.lm_head[...] * 400.0
+    logits_TxV = np.asarray(model(np.asarray([[EOT_BYTE, *row[: WINDOW - 1]]], np.int32))[0], np.float64)
+    probs_TxV = np.exp(logits_TxV - logits_TxV.max(-1, keepdims=True))
+    expected = ac.quantize(probs_TxV, m1.precision)
+    got = m1.freqs([row])[0]
+    assert np.array_equal(got[0], m1.first_freqs_V)
+    # float32 against float64 quantisation: a unit or two apart at most, never more.
+    assert np.abs(got - expected).max() <= 2
+    with pytest.raises(ValueError, match="positions 1"):
+        m1.step(np.zeros(m1.batch_size, np.int64), np.zeros(m1.batch_size, np.int64))
 
 
 def test_m1_identity_changes_with_parameters(m1s):
@@ -223,6 +307,19 @@ def test_container_round_trip_and_bad_input(m1s):
     assert header["num_bytes"] == len(data) and header["num_segments"] == 2
     with pytest.raises(CorruptStreamError, match="made with M1"):
         decode_file(m1s["peaked"], blob)
+    # Another batch size would change M1's floats: refused with a one-line error naming the header's shape.
+    with pytest.raises(ComputationShapeError, match="batch size 4"):
+        decode_file(_m1(0, 1.0, batch_size=2), blob)
+    # So would another kind of device.
+    header, rest = read_header(blob)
+    forged = json.dumps(header | {"m1_device": "tpu/TPU v5 lite"}, sort_keys=True).encode()
+    with pytest.raises(ComputationShapeError, match="TPU v5 lite"):
+        decode_file(m1, MAGIC + struct.pack(">I", len(forged)) + forged + rest)
+    # A file of an older format version (its M1 floats were computed otherwise) is refused in one line.
+    older = json.dumps(header | {"format_version": 2}, sort_keys=True).encode()
+    with pytest.raises(CorruptStreamError, match="format version 2; this hat reads version 3") as error:
+        decode_file(m1, MAGIC + struct.pack(">I", len(older)) + older + rest)
+    assert "\n" not in str(error.value)
     with pytest.raises(CorruptStreamError, match="window"):
         decode_file(m1, blob[:-1])
     with pytest.raises(CorruptStreamError, match="window"):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hat.config import CONFIG_DIR, Config, ConfigError, config_from_dict, load_config, to_dict
 from hat.kinds import kind_of
@@ -65,9 +66,18 @@ def test_cross_field_validation():
         kind_of(load_config(None, ["model.decoder.hidden_size=192"]))
 
 
+def test_hashed_ngram_options_are_checked():
+    assert load_config(None, ["model.ngrams.sizes=[2, 3]"]).model.ngrams.sizes == (2, 3)
+    with pytest.raises(ConfigError, match="distinct positive"):
+        load_config(None, ["model.ngrams.sizes=[3, 3]"])
+    with pytest.raises(ConfigError, match="reads tokens"):
+        kind_of(load_config(CONFIG_DIR / "bpe_tiny.yaml", ["model.ngrams.sizes=[2]"]))
+
+
 def test_round_trip_through_dict():
-    config = load_config(None, ["data.corpus=[a.txt, b/]"])
+    config = load_config(None, ["data.corpus=[a.txt, b/]", "model.ngrams.sizes=[2, 4]"])
     assert config_from_dict(to_dict(config)) == config
+    assert yaml.safe_load(yaml.safe_dump(to_dict(config))) == to_dict(config)
     assert isinstance(config_from_dict({}), Config)
 
 

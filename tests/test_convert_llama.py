@@ -6,7 +6,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support import TINY_HAT, cli
+from support import OPT_OUT, TINY_HAT, cli
 
 from hat.checkpoint import load_model
 from hat.checkpoint.store import ConversionError
@@ -194,8 +194,9 @@ def test_recipe_stages_run_through_train_py(tmp_path, capsys):
     train = cli("train")
     stage1 = [f"workdir={tmp_path / 's1'}", *common, f"train.init_from={tmp_path / 'store'}", "train.freeze=[backbone]"]
     assert train(stage1) == 0
+    # Stage 2 evaluates and saves only at its end (0: no periodic evaluation or checkpoint).
     stage2 = [f"workdir={tmp_path / 's2'}", *common, f"train.init_from={tmp_path / 's1'}",
-              "train.lr_scale={backbone: 0.1}"]  # fmt: skip
+              "train.lr_scale={backbone: 0.1}", "train.eval_every=0", "train.checkpoint_every=0"]  # fmt: skip
     assert train(stage2) == 0
     store = load_model(tmp_path / "store").model
     after1, after2 = load_model(tmp_path / "s1").model, load_model(tmp_path / "s2").model
@@ -220,7 +221,7 @@ def test_bpe_lm_export_then_import_keeps_exact_byte_probabilities(tmp_path):
     texts = [path.read_bytes() for path in sorted(Path(json.__file__).parent.glob("*.py"))]
     train_tokenizer(texts, 300).save(tmp_path / "tokenizer.json")
     config = load_config(None, [
-        "model.kind=token_lm", "model.vocab_size=300", "data.format=bpe", "data.bpe.vocab_size=300",
+        *OPT_OUT, "model.kind=token_lm", "model.vocab_size=300", "data.format=bpe", "data.bpe.vocab_size=300",
         "model.backbone.num_layers=2", "model.backbone.hidden_size=32", "model.backbone.num_heads=2",
         "model.backbone.num_kv_heads=1", "model.backbone.mlp_hidden_size=64",
     ])  # fmt: skip

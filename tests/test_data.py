@@ -156,3 +156,28 @@ def test_atomic_directory_publishes_complete_or_nothing(tmp_path: Path):
     with atomic_directory(tmp_path / "r", resumable=True) as partial:
         assert (partial / "chunk0").is_file()
     assert (tmp_path / "r" / "chunk0").is_file() and not partial_path(tmp_path / "r", resumable=True).exists()
+
+
+def test_script_primer_joins_the_training_split_only_and_is_written_once(text_dir: Path, tmp_path: Path):
+    from hat.config import load_config
+    from hat.data.primer import SCRIPT_BLOCKS, script_primer
+    from hat.data.run import split_run_documents
+
+    primer = script_primer(20_000, seed=3)
+    assert primer == script_primer(20_000, seed=3) != script_primer(20_000, seed=4)
+    text = primer.decode("utf-8")  # whole characters only
+    assert len(primer) >= 20_000 and primer.endswith(b"\n")
+    # Most scripts appear, each paragraph keeping to one script's block (and the spaces and punctuation around).
+    scripts = {
+        name for name, (first, last) in SCRIPT_BLOCKS.items() if any(first <= ord(c) <= last for c in text)
+    }
+    assert len(scripts) >= len(SCRIPT_BLOCKS) - 2
+
+    overrides = [f"data.corpus={text_dir}", f"data.cache_dir={tmp_path}", "data.script_primer_bytes=5000"]
+    config = load_config(None, overrides)
+    train, heldout = split_run_documents(config)
+    plain_train, plain_heldout = split_run_documents(load_config(None, [*overrides[:2], "data.script_primer_bytes=0"]))
+    assert train[:-1] == plain_train and heldout == plain_heldout
+    assert train[-1].path.read_bytes() == script_primer(5000, seed=0)
+    stamp = train[-1].path.stat().st_mtime_ns
+    assert split_run_documents(config)[0][-1].path.stat().st_mtime_ns == stamp  # the cache key stays the same

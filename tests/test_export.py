@@ -12,11 +12,11 @@ import pytest
 from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
-from support import TINY_HAT, cli
+from support import OPT_OUT, TINY_HAT, cli
 
 from hat.checkpoint import load_model
 from hat.checkpoint.store import ConversionError, ParamStoreWriter, flatten_params, iter_store, unflatten_params
-from hat.config import Config, load_config
+from hat.config import Config, NgramConfig, load_config
 from hat.convert.export import export_checkpoint
 from hat.convert.released import import_released
 from hat.models import build_model, convert_layer_layout
@@ -30,7 +30,7 @@ LLAMA3_SCALING = (
 def flat_config(tied: bool) -> Config:
     """A tiny token LM with GQA (4 query heads, 2 kv heads) and Llama 3 RoPE scaling that bites at short range."""
     return load_config(None, [
-        "model.kind=token_lm", "data.format=bpe", "data.bpe.vocab_size=61", "model.vocab_size=61",
+        *OPT_OUT, "model.kind=token_lm", "data.format=bpe", "data.bpe.vocab_size=61", "model.vocab_size=61",
         "model.backbone.num_layers=2", "model.backbone.hidden_size=32",
         "model.backbone.num_heads=4", "model.backbone.num_kv_heads=2", "model.backbone.mlp_hidden_size=48",
         "model.backbone.rope_theta=500000", LLAMA3_SCALING, f"model.tie_embeddings={str(tied).lower()}",
@@ -142,6 +142,7 @@ def test_flat_export_refuses_what_llama_lacks(tmp_path: Path, capsys):
     config = load_config(
         None,
         [
+            *OPT_OUT,
             "model.kind=byte_lm",
             "model.backbone.num_layers=1",
             "model.backbone.hidden_size=16",
@@ -155,6 +156,21 @@ def test_flat_export_refuses_what_llama_lacks(tmp_path: Path, capsys):
     assert cli("export")([str(store), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "qk_norm" in err and err.count("\n") == 1
+    assert no_leftovers(tmp_path, "out")
+
+    # Hashed n-gram embeddings exist in neither format.
+    ngrams = dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model,
+            backbone=dataclasses.replace(config.model.backbone, qk_norm=False),
+            ngrams=NgramConfig(sizes=(2, 3), buckets=8),
+        ),
+    )
+    store = write_store(random_model(ngrams), ngrams, tmp_path / "store_ngrams")
+    assert cli("export")([str(store), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "model.ngrams" in err and err.count("\n") == 1
     assert no_leftovers(tmp_path, "out")
 
 

@@ -12,7 +12,8 @@ them, e.g. grain's shuffle or the BPE trainer), and say in the commit what moved
 covers float32 differences between CPUs, not a change of computation; other backends initialise and multiply
 differently, so there `golden` accepts any number.
 
-The EqualInfoAC M2's numbers sit beside its run in test_compress.py.
+The EqualInfoAC M2's numbers sit beside its run in test_compress.py. `hat_ngrams` (the hashed n-gram embeddings of
+the default HAT) was added later, with the same versions, at the commit that introduced `model.ngrams`.
 """
 
 import math
@@ -31,6 +32,7 @@ FILES = {f"doc{i}.py": synthetic_source(100 + i, 6 + 4 * i) for i in range(3)}
 TWO_STEPS = [
     "train.steps=2", "train.log_every=1", "train.warmup_steps=0", "train.batch_size=2", "data.eval_fraction=0",
     "train.checkpoint_every=100", "train.peak_flops_per_device=1e9", "seed=0", "data.seed=0",
+    "data.script_primer_bytes=0", "train.fit_steps_to_budget=false",
 ]  # fmt: skip
 FLAT_STACK = [
     "model.backbone.hidden_size=32", "model.backbone.mlp_hidden_size=64", "model.backbone.num_layers=2",
@@ -38,6 +40,8 @@ FLAT_STACK = [
 ]  # fmt: skip
 RUNS = {
     "hat": [*TINY_HAT, "data.seq_bytes=128", "data.max_words=48"],
+    "hat_ngrams": [*TINY_HAT, "data.seq_bytes=128", "data.max_words=48", "model.ngrams.sizes=[3,4,5,6,7,8]",
+                   "model.ngrams.buckets=4096"],
     "byte_lm": [str(REPO / "configs/byte_tiny.yaml"), *FLAT_STACK, "data.seq_bytes=128"],
     "token_lm": [str(REPO / "configs/bpe_tiny.yaml"), *FLAT_STACK, "model.vocab_size=300", "data.bpe.vocab_size=300",
                  "data.bpe.seq_tokens=32"],
@@ -45,11 +49,12 @@ RUNS = {
 # (loss at step 1, loss at step 2) in nats per target.
 GOLDEN = {
     "hat": (5.569018840789795, 5.445403099060059),
+    "hat_ngrams": (5.552646160125732, 5.4077863693237305),
     "byte_lm": (5.589231491088867, 5.461245536804199),
     "token_lm": (5.723715305328369, 5.666564464569092),
 }
 # A fresh model is close to uniform over its outputs: 256 bytes (end-of-text is byte 192), or the BPE ids.
-VOCAB = {"hat": 256, "byte_lm": 256, "token_lm": 300}
+VOCAB = {"hat": 256, "hat_ngrams": 256, "byte_lm": 256, "token_lm": 300}
 
 
 def two_step_losses(tmp_path: Path, kind: str) -> list[float]:

@@ -19,7 +19,7 @@ import pytest
 from flax import nnx
 from support import golden
 
-from hat.config import EOT_BYTE, ModelConfig, PoolingConfig, TransformerConfig
+from hat.config import EOT_BYTE, ModelConfig, NgramConfig, PoolingConfig, TransformerConfig
 from hat.models import HAT, FlatLM, build_model, convert_layer_layout, count_params, flops_per_byte
 from hat.models.layers import Attention, apply_rope
 from hat.text import split_words
@@ -124,9 +124,10 @@ def test_shapes_dtypes_finite(kind, dtype):
 ALPHABET = "abcdefgh  ABCD,.!_\né日"
 
 
-@pytest.mark.parametrize("kind", ["hat", "byte_lm"])
-def test_changing_byte_k_leaves_earlier_logits(kind):
-    _, forward = model_and_forward(tiny_config(kind=kind))
+@pytest.mark.parametrize("kind,ngrams", [("hat", ()), ("byte_lm", ()), ("hat", (2, 3, 8)), ("byte_lm", (2, 5))])
+def test_changing_byte_k_leaves_earlier_logits(kind, ngrams):
+    """Hashed n-gram embeddings included: a position's n-grams must end at it, never read bytes ahead."""
+    _, forward = model_and_forward(tiny_config(kind=kind, ngrams=NgramConfig(sizes=ngrams, buckets=64)))
     rng = random.Random(0)
     checked = set()
     for _ in range(4):

@@ -23,13 +23,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hat.byteprob.exact import EOT_OUTCOME, NUM_OUTCOMES, ByteStream, TokenTable, text_logprobs
+from hat.byteprob.exact import EOT_OUTCOME, NUM_OUTCOMES, StreamTable, TokenTable, text_logprobs
+from hat.byteprob.lookahead import LookaheadTable
 from hat.byteprob.models import TokenModel
-from hat.checkpoint import LoadedModel
+from hat.checkpoint import LoadedModel, is_param_store
+from hat.checkpoint.store import read_manifest
 from hat.config import EOT_BYTE, Config
 from hat.data import PackedSequences, prepare_in_memory
 from hat.data.layout import layout_context
-from hat.text.bpe import BPETokenizer, load_tokenizer
+from hat.text.bpe import BPETokenizer
+from hat.text.hf_bpe import HFByteBPE, load_any_tokenizer
 
 
 class ByteStreamLike(Protocol):
@@ -124,9 +127,9 @@ class NativeStream:
 class TokenByteModel:
     """A token LM with its tokenizer as a byte-level model (exact next-byte distributions)."""
 
-    def __init__(self, model: TokenModel, tokenizer: BPETokenizer, name: str = "token_lm") -> None:
+    def __init__(self, model: TokenModel, tokenizer: BPETokenizer | HFByteBPE, name: str = "token_lm") -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.table = TokenTable(tokenizer)
+        self.table = table_for(tokenizer)
         self.last_canonical_log_prob = math.nan
 
     def text_logprobs(self, data: bytes) -> np.ndarray:
@@ -134,9 +137,9 @@ class TokenByteModel:
         rows, self.last_canonical_log_prob = text_logprobs(self.model, self.table, data)
         return rows
 
-    def stream(self, prompt: bytes) -> ByteStream:
+    def stream(self, prompt: bytes) -> ByteStreamLike:
         """See `ByteLevelModel`."""
-        stream = ByteStream(self.model, self.table)
+        stream = self.table.stream(self.model)
         stream.extend(prompt)
         return stream
 
@@ -231,10 +234,19 @@ def text_bits(rows: np.ndarray, data: bytes) -> float:
     return float(-rows[np.arange(len(data)), targets].sum() / math.log(2))
 
 
-def tokenizer_for(config: Config, path: str | Path) -> BPETokenizer:
-    """The tokenizer of the BPE checkpoint at `path` (trained with `config`): `data.bpe.tokenizer`, else
-    `tokenizer.json` in the parameter store or in the run's workdir."""
+def table_for(tokenizer: BPETokenizer | HFByteBPE) -> StreamTable:
+    """The exact next-byte machinery a tokenizer needs: hat's prefix-stable rule (`hat.byteprob.exact`) or a
+    foreign look-ahead pre-tokenizer (`hat.byteprob.lookahead`)."""
+    return LookaheadTable(tokenizer) if isinstance(tokenizer, HFByteBPE) else TokenTable(tokenizer)
+
+
+def tokenizer_for(config: Config, path: str | Path) -> BPETokenizer | HFByteBPE:
+    """The tokenizer of the token-LM checkpoint at `path` (trained with `config`): `data.bpe.tokenizer`, else
+    `tokenizer.json` in the parameter store or in the run's workdir; hat's own or a foreign one (a converted
+    model's HF tokenizer.json, its eos id taken from the store's manifest, which conversion fills from the
+    source's metadata)."""
+    eos_id = read_manifest(path).get("eos_token_id") if is_param_store(path) else None
     if config.data.bpe.tokenizer:
-        return load_tokenizer(config.data.bpe.tokenizer)
+        return load_any_tokenizer(config.data.bpe.tokenizer, eos_id)
     beside = Path(path) / "tokenizer.json"  # a parameter store carries its tokenizer
-    return load_tokenizer(beside if beside.is_file() else Path(path).parent.parent / "tokenizer.json")
+    return load_any_tokenizer(beside if beside.is_file() else Path(path).parent.parent / "tokenizer.json", eos_id)

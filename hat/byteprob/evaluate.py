@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hat.byteprob.bytelevel import ByteLevelModel, Ensemble, TokenByteModel, combine, text_bits
+from hat.byteprob.exact import EOT_OUTCOME
 from hat.data.files import read_documents
+
+
+def _document_bits(rows, data: bytes, end_of_text: bool) -> float:
+    """Bits of `data`'s bytes under `rows`, and of its end when the document is complete."""
+    end = -rows[len(data), EOT_OUTCOME] / math.log(2) if end_of_text else 0.0
+    return text_bits(rows, data) + end
 
 
 def score_files(
@@ -20,9 +27,12 @@ def score_files(
     paths: Sequence[str | Path],
     ensemble: str | None = None,
     weights: Sequence[float] | None = None,
+    end_of_text: bool = False,
 ) -> dict[str, object]:
     """`{"models": [per-model metrics], "ensemble": metrics or None, "bytes": n}`; metrics hold `name`,
-    `bits_per_byte` (NaN when the files are empty) and, for token models, `bits_per_byte_canonical`."""
+    `bits_per_byte` (NaN when the files are empty) and, for token models, `bits_per_byte_canonical`.
+    `end_of_text`: each file is a complete document, so the bits of its end (the end-of-text outcome after its last
+    byte) count too."""
     docs = read_documents(paths)
     ensemble_model = Ensemble(models, weights, ensemble) if ensemble else None
     bits = [0.0] * len(models)
@@ -35,11 +45,12 @@ def score_files(
         num_bytes += len(data)
         rows = [model.text_logprobs(data) for model in models]
         for i, (model, member_rows) in enumerate(zip(models, rows)):
-            bits[i] += text_bits(member_rows, data)
+            bits[i] += _document_bits(member_rows, data, end_of_text)
             if isinstance(model, TokenByteModel):
                 canonical_nats[i] -= model.last_canonical_log_prob
         if ensemble_model is not None:
-            ensemble_bits += text_bits(combine(rows, ensemble_model.weights, ensemble_model.how), data)
+            combined = combine(rows, ensemble_model.weights, ensemble_model.how)
+            ensemble_bits += _document_bits(combined, data, end_of_text)
     per_byte = lambda total: total / num_bytes if num_bytes else math.nan  # noqa: E731
     results = []
     for i, model in enumerate(models):

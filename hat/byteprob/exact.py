@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -40,22 +41,38 @@ NUM_OUTCOMES = 257  # the 256 byte values, then end-of-text
 EOT_OUTCOME = 256
 
 
-class TokenTable:
-    """Per-tokenizer lookups: token bytes padded into a matrix, tokens sorted by bytes (for prefix ranges), and
-    which tokens may follow a chunk tail (cached)."""
+def outcome_logprobs(outcomes: list[np.ndarray], log_weights: list[np.ndarray]) -> np.ndarray:
+    """The normalised log distribution over the 257 outcomes of weighted terms (term i puts exp(log_weights[i])
+    on outcome outcomes[i]; terms of one outcome add up); outcomes without a term get -inf."""
+    outcome_N, log_w_N = np.concatenate(outcomes), np.concatenate(log_weights)
+    top = log_w_N.max()
+    weights_O = np.bincount(outcome_N, weights=np.exp(log_w_N - top), minlength=NUM_OUTCOMES)
+    with np.errstate(divide="ignore"):
+        return np.log(weights_O) - np.log(weights_O.sum())
 
-    def __init__(self, tokenizer: BPETokenizer, cache_size: int = 4096) -> None:
-        self.tokenizer = tokenizer
-        self.lengths = tokenizer.token_lengths
-        self.max_len = tokenizer.max_token_bytes
-        self.bytes_VxL = np.zeros((tokenizer.vocab_size, self.max_len), np.int32)
-        for index, data in enumerate(tokenizer.token_bytes):
+
+class StreamTable(Protocol):
+    """A tokenizer's lookup table that starts exact next-byte streams (`TokenTable`, `LookaheadTable`)."""
+
+    def stream(self, model: TokenModel):
+        """A stream at the empty prefix: `extend`, `push`, `logprobs(n)`, `canonical_log_prob`, `model_calls`."""
+        ...
+
+
+class TokenIndex:
+    """Token bytes padded into a matrix and tokens sorted by bytes (for prefix ranges); `excluded` ids (end-of-text,
+    special tokens) never cover bytes."""
+
+    def __init__(self, token_bytes: Sequence[bytes], excluded: Sequence[int]) -> None:
+        self.lengths = np.array([len(b) for b in token_bytes], np.int32)
+        self.max_len = int(self.lengths.max())
+        self.bytes_VxL = np.zeros((len(token_bytes), self.max_len), np.int32)
+        for index, data in enumerate(token_bytes):
             self.bytes_VxL[index, : len(data)] = np.frombuffer(data, np.uint8)
-        real = [i for i in range(tokenizer.vocab_size) if i != EOT_ID]
-        self.sorted_ids = np.array(sorted(real, key=lambda i: tokenizer.token_bytes[i]), np.int64)
-        self.sorted_bytes = [tokenizer.token_bytes[i] for i in self.sorted_ids]
-        self._masks: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self.cache_size = cache_size
+        skip = set(excluded)
+        real = [i for i in range(len(token_bytes)) if i not in skip and token_bytes[i]]
+        self.sorted_ids = np.array(sorted(real, key=lambda i: token_bytes[i]), np.int64)
+        self.sorted_bytes = [token_bytes[i] for i in self.sorted_ids]
 
     def with_prefix(self, prefix: bytes, min_len: int) -> np.ndarray:
         """Ids of the tokens whose bytes start with `prefix` and are at least `min_len` long."""
@@ -69,6 +86,22 @@ class TokenTable:
             hi = len(self.sorted_bytes)
         ids = self.sorted_ids[lo:hi]
         return ids[self.lengths[ids] >= min_len]
+
+
+class TokenTable(TokenIndex):
+    """Per-tokenizer lookups for hat's own BPE: a `TokenIndex`, and which tokens may follow a chunk tail (cached)."""
+
+    eot_id = EOT_ID
+
+    def __init__(self, tokenizer: BPETokenizer, cache_size: int = 4096) -> None:
+        super().__init__(tokenizer.token_bytes, [EOT_ID])
+        self.tokenizer = tokenizer
+        self._masks: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.cache_size = cache_size
+
+    def stream(self, model: TokenModel) -> ByteStream:
+        """A `ByteStream` of `model` at the empty prefix."""
+        return ByteStream(model, self)
 
     def valid_after(self, tail: bytes) -> np.ndarray:
         """Boolean mask over the vocabulary: tokens tau with encode(tail + bytes(tau)) == encode(tail) + [tau].
@@ -184,11 +217,7 @@ class ByteStream:
         for k, ids, log_w in self.cover_terms(n):
             outcomes.append(self.table.bytes_VxL[ids, n - k])
             log_weights.append(log_w)
-        outcome_N, log_w_N = np.concatenate(outcomes), np.concatenate(log_weights)
-        top = log_w_N.max()
-        weights_O = np.bincount(outcome_N, weights=np.exp(log_w_N - top), minlength=NUM_OUTCOMES)
-        with np.errstate(divide="ignore"):
-            return np.log(weights_O) - np.log(weights_O.sum())
+        return outcome_logprobs(outcomes, log_weights)
 
     def covers(self) -> list[tuple[Prefix, float]]:
         """The covers of the current prefix with their log prefix probabilities (c(x) first; empty for x = b"")."""
@@ -207,17 +236,17 @@ class ByteStream:
         return self.log_p[len(self.data)]
 
 
-def next_byte_logprobs(model: TokenModel, table: TokenTable, prefix: bytes) -> np.ndarray:
+def next_byte_logprobs(model: TokenModel, table: StreamTable, prefix: bytes) -> np.ndarray:
     """log q(. | prefix) over 257 outcomes, computed from scratch (see the module docstring)."""
-    stream = ByteStream(model, table)
+    stream = table.stream(model)
     stream.extend(prefix)
     return stream.logprobs()
 
 
-def text_logprobs(model: TokenModel, table: TokenTable, data: bytes, block: int = 64) -> tuple[np.ndarray, float]:
+def text_logprobs(model: TokenModel, table: StreamTable, data: bytes, block: int = 64) -> tuple[np.ndarray, float]:
     """The exact next-byte distribution before every byte of `data` and after its end ((len(data) + 1) x 257),
     and log P(encode(data)) (the canonical tokenisation's probability under the same model)."""
-    stream = ByteStream(model, table)
+    stream = table.stream(model)
     rows = []
     for start in range(0, len(data), block):
         stream.extend(data[start : start + block])

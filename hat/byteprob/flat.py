@@ -1,10 +1,10 @@
 """`TokenModel`s over a trained flat token LM (`model.kind: token_lm`).
 
-`FlatTokenModel` recomputes each prefix in full: laid out as in training (`[EOT] + tokens`, the most recent
-`data.bpe.seq_tokens` tokens when longer), padded to a power-of-two length and to one row or a full batch (a handful
-of compiles), and memoised, so a prefix asked for twice costs one forward pass. `CachedFlatTokenModel` continues
-each prefix from the KV caches of its longest cached prefix (one token step per new token) and falls back to the
-recompute past the trained context.
+`FlatTokenModel` recomputes each prefix in full: laid out as in training (`[EOT] + tokens`, EOT being the
+tokenizer's document separator `eot_id`; the most recent `data.bpe.seq_tokens` tokens when longer), padded to a
+power-of-two length and to one row or a full batch (a handful of compiles), and memoised, so a prefix asked for
+twice costs one forward pass. `CachedFlatTokenModel` continues each prefix from the KV caches of its longest cached
+prefix (one token step per new token) and falls back to the recompute past the trained context.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from flax import nnx
 from hat.byteprob.models import Prefix
 from hat.checkpoint import LoadedModel
 from hat.models import FlatLM
-from hat.text.bpe import EOT_ID
 
 
 class FlatTokenModel:
     """Next-token log-probabilities of a `token_lm` checkpoint; `num_prefixes` counts forward rows computed."""
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 16, cache_size: int = 4096) -> None:
+    def __init__(self, loaded: LoadedModel, eot_id: int, batch_size: int = 16, cache_size: int = 4096) -> None:
         config = loaded.config
+        self.eot_id = eot_id
         if not isinstance(loaded.model, FlatLM):
             raise ValueError(f"FlatTokenModel needs a token_lm checkpoint, got model.kind {config.model.kind!r}")
         self.vocab_size = config.model.vocab_size
@@ -59,7 +59,7 @@ class FlatTokenModel:
         inputs_BxT = np.zeros((rows, length), np.int32)
         positions_B = np.zeros(rows, np.int32)
         for i, prefix in enumerate(prefixes):
-            sequence = ((EOT_ID,) + prefix)[-self.context :]
+            sequence = ((self.eot_id,) + prefix)[-self.context :]
             inputs_BxT[i, : len(sequence)] = sequence
             positions_B[i] = len(sequence) - 1
         return inputs_BxT, positions_B
@@ -92,10 +92,10 @@ class CachedFlatTokenModel:
     sliding-window recompute of `FlatTokenModel`. `num_prefixes` counts prefixes computed; `num_steps` token steps.
     """
 
-    def __init__(self, loaded: LoadedModel, max_states: int = 128) -> None:
+    def __init__(self, loaded: LoadedModel, eot_id: int, max_states: int = 128) -> None:
         from hat.models.decoding import flat_decode, flat_prefill
 
-        self.fallback = FlatTokenModel(loaded)
+        self.fallback = FlatTokenModel(loaded, eot_id)
         self.vocab_size, self.context = self.fallback.vocab_size, self.fallback.context
         self.max_states = max_states
         graphdef, self.params = nnx.split(loaded.model, nnx.Param)
@@ -105,7 +105,7 @@ class CachedFlatTokenModel:
 
         @jax.jit
         def start(params):
-            inputs_1xT = jnp.zeros((1, self.context), jnp.int32).at[0, 0].set(EOT_ID)
+            inputs_1xT = jnp.zeros((1, self.context), jnp.int32).at[0, 0].set(eot_id)
             state, logits = flat_prefill(nnx.merge(graphdef, params), inputs_1xT, jnp.ones(1, jnp.int32))
             return state, logprobs(logits)[0]
 

@@ -8,17 +8,22 @@ naming the step directory and the fix, and training falls back to the newest che
 
 from __future__ import annotations
 
-import errno
 import json
+import logging
+import os
 import re
-from collections.abc import Callable, Iterator
+import sys
+import traceback
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import orbax.checkpoint as ocp
 
 from hat.config import Config, config_from_dict, to_dict
-from hat.errors import HatError
+from hat.errors import HatError, error_causes, storage_failure, writing
 
 
 class CheckpointError(HatError, FileNotFoundError):
@@ -46,14 +51,6 @@ def _tensorstore_detail(message: str) -> str:
     return f"{detail} in {key[1]}" if key else detail
 
 
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def read_failure(error: BaseException) -> str | None:
     """Why a checkpoint's files did not read back, in a few words, if `error` (or what caused it) is such a failure:
     corrupt or cut-short array data, unreadable JSON metadata, a missing item or file. None for anything else, which
@@ -61,7 +58,7 @@ def read_failure(error: BaseException) -> str | None:
 
     Orbax wraps tensorstore's ValueError in a bare `Exception`, so the causes are searched, not the outer type.
     """
-    for cause in _causes(error):
+    for cause in error_causes(error):
         if isinstance(cause, json.JSONDecodeError):
             return f"metadata corrupt: {cause}"
         if isinstance(cause, ValueError) and _TENSORSTORE_FILE_ERROR.match(str(cause)):
@@ -73,16 +70,83 @@ def read_failure(error: BaseException) -> str | None:
     return None
 
 
-def write_failure(error: BaseException) -> str | None:
-    """Why a checkpoint could not be written, if `error` (or what caused it) is a full disk; None for anything
-    else. Tensorstore reports ENOSPC as ValueError('RESOURCE_EXHAUSTED: Error writing ...: No space left ...'),
-    raised by the async save's thread at the next save or wait."""
-    for cause in _causes(error):
-        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-            return "no space left on the device"
-        if isinstance(cause, ValueError) and str(cause).startswith("RESOURCE_EXHAUSTED") and "No space" in str(cause):
-            return "no space left on the device"
-    return None
+class _DropOrbaxStorageReports(logging.Filter):
+    """Drops orbax's own reports (error records through absl's logger, each with a traceback of dozens of lines) of
+    a save that failed because the disk is full or unwritable: the save's caller raises that failure as one
+    `StorageError` line. Orbax reports one failure several times from several threads, and not every report
+    carries the cause, so once one report names a storage failure, orbax's later error records are dropped too
+    (the run is then stopping with that one line). Orbax's errors before any storage failure are kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storage_failed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        if storage_failure(Exception(record.getMessage())) or (error is not None and storage_failure(error)):
+            self.storage_failed = True
+        return not self.storage_failed
+
+
+class _DropAbandonedOrbaxTasks(logging.Filter):
+    """Drops asyncio's "Task/Future exception was never retrieved" records (each with a traceback) for orbax's
+    reads and writes left behind by a restore or save that already failed as one line: when the first read of a
+    corrupt checkpoint (or write to a full disk) fails, orbax stops awaiting the others, and asyncio reports each of
+    their failures when it garbage-collects them, at any later moment of the run. Only failures that are
+    themselves checkpoint read failures or storage failures are dropped; any other unretrieved exception is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.getMessage().startswith(
+            ("Task exception was never retrieved", "Future exception was never retrieved")
+        ):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or (read_failure(error) is None and storage_failure(error) is None)
+
+
+def _install_log_filters() -> None:
+    """Orbax's failure reports are filtered once per process, before the first read or write, whichever comes
+    first: a read abandoned after the first failure may complete before that failure reaches any handler."""
+    _drop_abandoned_callbacks()
+    # The same abandoned reads, when the garbage collector finds the coroutines orbax created for them and never
+    # awaited, each warn "coroutine '...' was never awaited", at whatever line of the run is running then. hat
+    # itself has no coroutines, so no such warning in a hat process is one its user can act on.
+    warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning)
+    for name, kind in (("absl", _DropOrbaxStorageReports), ("asyncio", _DropAbandonedOrbaxTasks)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
+
+
+def _is_closed_loop_callback(value: BaseException, tb: TracebackType | None) -> bool:
+    frames = traceback.extract_tb(tb)
+    return (
+        isinstance(value, RuntimeError)
+        and str(value) == "Event loop is closed"
+        and bool(frames)
+        and frames[-1].name == "_check_closed"
+        and Path(frames[-1].filename).parts[-2:] == ("asyncio", "base_events.py")
+    )
+
+
+def _drop_abandoned_callbacks() -> None:
+    """After a failed restore or save, orbax has closed the event loop its other reads and writes report to, but
+    tensorstore still completes them: each completion's call into the closed loop raises RuntimeError('Event loop
+    is closed'), which tensorstore hands to `sys.unraisablehook` from its own threads (hundreds of lines of
+    tracebacks after the one-line error). Exactly those are dropped; everything else still reaches the previous
+    hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_abandoned_callbacks", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _is_closed_loop_callback(unraisable.exc_value, unraisable.exc_traceback):
+            previous(unraisable)
+
+    hook.drops_abandoned_callbacks = True
+    sys.unraisablehook = hook
 
 
 def _older_steps_hint(step_dir: Path) -> str:
@@ -94,6 +158,7 @@ def _older_steps_hint(step_dir: Path) -> str:
 
 def _reading(step_dir: Path, read: Callable[[], Any]) -> Any:
     """`read()`, with a failure to read the checkpoint at `step_dir` turned into a `CorruptCheckpointError`."""
+    _install_log_filters()
     try:
         return read()
     except Exception as error:  # orbax raises bare Exceptions; read_failure narrows, everything else is re-raised
@@ -110,6 +175,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str | Path, keep: int = 3, async_save: bool = True) -> None:
         self.directory = Path(workdir).resolve() / "checkpoints"
+        _install_log_filters()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -120,25 +186,23 @@ class Checkpointer:
     def save(self, step: int, state: dict[str, Any], config: Config, extra: dict[str, Any] | None = None) -> None:
         """Starts an (async) save of `state` at `step`; metadata records the config and the next data step.
 
-        A full disk (here, or in the previous async save, which this waits for) is a `CheckpointError`; the
+        A full disk (here, or in the previous async save, which this waits for) is a `StorageError`; the
         unfinished save stays under orbax's temporary name, so the last complete checkpoint is still the latest."""
         meta = {"step": step, "data_step": step, "config": to_dict(config), **(extra or {})}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._writing(lambda: self.manager.save(step, args=args))
 
     def _writing(self, write: Callable[[], Any]) -> Any:
-        """`write()`, with a full disk turned into a `CheckpointError` naming the last complete checkpoint."""
-        try:
+        """`write()`, with a full (or unwritable) disk turned into a `StorageError` naming the last complete
+        checkpoint. Orbax re-raises its save threads' errors as they were, tensorstore's inside bare Exceptions."""
+        with writing(f"a checkpoint in {self.directory}", self._latest_complete):
             return write()
-        except Exception as error:  # orbax re-raises its threads' errors as they were; write_failure narrows
-            reason = write_failure(error)
-            if reason is None:
-                raise
-            steps = _complete_steps(self.directory) if self.directory.is_dir() else []
-            kept = f"checkpoint {steps[-1]} is the latest complete one" if steps else "no checkpoint was completed"
-            raise CheckpointError(
-                f"cannot save a checkpoint in {self.directory}: {reason}; {kept}. Free space and rerun to resume"
-            ) from None
+
+    def _latest_complete(self) -> str:
+        steps = _complete_steps(self.directory) if self.directory.is_dir() else []
+        if not steps:
+            return "no checkpoint was completed"
+        return f"checkpoint {steps[-1]} is the latest complete one, and the rerun resumes from it"
 
     def restore(self, step: int, abstract_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Restores `(state, meta)` at `step` into the shapes, dtypes and shardings of `abstract_state`; files that do
@@ -190,11 +254,11 @@ class Checkpointer:
         return target
 
     def wait(self) -> None:
-        """Blocks until pending async saves are on disk (a full disk is a `CheckpointError`)."""
+        """Blocks until pending async saves are on disk (a full disk is a `StorageError`)."""
         self._writing(self.manager.wait_until_finished)
 
     def close(self) -> None:
-        """Waits for pending saves and releases the manager (a full disk is a `CheckpointError`)."""
+        """Waits for pending saves and releases the manager (a full disk is a `StorageError`)."""
         try:
             self.wait()
         finally:

@@ -87,27 +87,19 @@ def unflatten_params(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def staging_dir(out_dir: str | Path) -> Iterator[Path]:
+def staging_dir(out_dir: str | Path, what: str = "the parameter store") -> Iterator[Path]:
     """Yields a hidden sibling of `out_dir` to write into; renamed to `out_dir` when the block completes
     (`hat.data.atomic.atomic_directory`).
 
     An existing `out_dir` is refused before anything is written; an error inside the block deletes the partial
-    directory, so nothing that looks complete is ever left behind. An `OSError` while creating, filling or renaming
-    it (no permission, a full disk, an unreadable source file) becomes a one-line `ConversionError`.
+    directory, so nothing that looks complete is ever left behind. A full, read-only or unwritable disk is a
+    one-line `hat.errors.StorageError` naming `what` and `out_dir`.
     """
     out_dir = Path(out_dir).resolve()
     if out_dir.exists():
         raise ConversionError(f"output directory already exists: {out_dir} (choose a new path or delete it)")
-    try:
-        with atomic_directory(out_dir) as partial:
-            yield partial
-    except HatError:
-        raise  # CheckpointError is an OSError too, and already says what went wrong
-    except OSError as error:
-        where = f" ({error.filename})" if error.filename else ""
-        raise ConversionError(
-            f"cannot write {out_dir}: {error.strerror or error}{where}; check permissions and free space"
-        ) from None
+    with atomic_directory(out_dir, what=what) as partial:
+        yield partial
 
 
 class ParamStoreWriter:

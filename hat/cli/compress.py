@@ -22,7 +22,9 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-bits", type=int, default=16, help="b: bits per window (multiple of token bits)")
     parser.add_argument("--token-bits", type=int, default=8, choices=(8, 16), help="log2 of the token vocabulary v")
     parser.add_argument("--max-window-bytes", type=count, default=32, help="bytes per window at most (M1's shape)")
-    parser.add_argument("--m1-batch-size", type=count, default=64, help="windows per M1 call (part of its shape)")
+    parser.add_argument(
+        "--m1-batch-size", type=count, default=256, help="M1 lanes: segments coded in parallel (part of the format)"
+    )
     parser.add_argument("--segment-bytes", type=count, default=4096, help="independent segments coded in parallel")
 
 
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "decode":
         blob = read_input(args.input)
         header, _ = read_header(blob)
-        m1 = M1.from_checkpoint(args.m1, header["m1_batch_size"], header["max_window_bytes"])
+        m1 = M1.from_checkpoint(args.m1, header["m1_batch_size"], header["max_window_bytes"], header["precision"])
         start = time.perf_counter()
         with tqdm(total=header["num_bytes"], unit="B", unit_scale=True, desc="decode") as bar:
             text = decode_file(m1, blob, bar.update)

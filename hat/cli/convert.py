@@ -1,4 +1,4 @@
-"""`hat-convert`: convert a Hugging Face Llama-family checkpoint into a hat parameter store.
+"""`hat-convert`: convert a Hugging Face Llama-family checkpoint or a llama.cpp GGUF file into a hat parameter store.
 
 `--to lm` gives a flat token LM with the same logits (evaluate it, sample from it, or train it further).
 `--to hat` gives a HAT whose backbone holds the Llama's transformer blocks and whose byte encoder, pooling, decoder
@@ -21,6 +21,7 @@ from hat.cli import make_parser, run
 
 EXAMPLES = """
   hat-convert HF_DIR runs/llama_lm --to lm
+  hat-convert SmolLM2-135M-Instruct.Q4_1.gguf runs/smollm2 --to lm   # GGUF: dequantised, tokenizer.json written
   hat-convert HF_DIR runs/llama_hat --to hat --config configs/hat_from_llama.yaml
   hat-train configs/hat_from_llama.yaml train.init_from=runs/llama_hat     # stage 1 of the recipe
 """
@@ -42,7 +43,9 @@ def backbone_overrides(stack: Any) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Converts the checkpoint, then prints the store's path and the backbone's settings as overrides."""
     parser = make_parser("Convert a Hugging Face Llama checkpoint into a hat parameter store.", EXAMPLES)
-    parser.add_argument("hf_dir", help="directory with config.json and *.safetensors (and tokenizer.json)")
+    parser.add_argument(
+        "hf_dir", help="directory with config.json and *.safetensors (and tokenizer.json), or a Llama GGUF file"
+    )
     parser.add_argument("out_dir", help="new directory for the converted parameters (must not exist)")
     parser.add_argument("--to", choices=["lm", "hat"], default="lm", help="flat token LM, or HAT around the blocks")
     parser.add_argument("--config", help="--to hat: HAT run config giving encoder/pooling/decoder sizes and seed")
@@ -50,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     from hat.config import load_config
-    from hat.convert.llama import convert_llama, read_llama_config
+    from hat.convert.llama import convert_llama, open_llama_source
 
     base = load_config(args.config, args.overrides) if (args.config or args.to == "hat") else None
     out = convert_llama(args.hf_dir, args.out_dir, to=args.to, base=base, progress=True)
-    spec = read_llama_config(args.hf_dir)
+    spec = open_llama_source(args.hf_dir).spec
     print(f"wrote {out} ({args.to}); backbone settings for a matching config:")
     for line in backbone_overrides(spec.stack):
         print(f"  {line}")

@@ -2,17 +2,20 @@
 
     hat-eval runs/tiny some_file.py other.txt
     hat-eval runs/tiny/checkpoints/2000 notes.md --json
-    hat-eval runs/bpe_tiny notes.md --json             # token LM: exact and canonical bits/byte
+    hat-eval runs/bpe_tiny notes.md --json             # token LM: whole document, one teacher-forced pass
+    hat-eval runs/bpe_tiny notes.md --exact            # token LM: the exact next-byte chain beside it
     hat-eval runs/hat_tiny notes.md --also runs/bpe_tiny --also runs/byte_tiny --ensemble mixture
     hat-eval runs/hat_tiny a.py b.py --compare runs/byte_tiny --out runs/eval/suite.json
 
 With one checkpoint and no other flag it prints one line (or one JSON object), scored as the model's kind scores
-files (`hat.kinds`; a BPE token LM through its exact next-byte distributions, `bits_per_byte`, beside its canonical
-tokenisation, `bits_per_byte_canonical`). `--also` scores more checkpoints byte by byte on the same files;
-`--ensemble` adds their byte-level mixture or product of experts (`--weights`, default equal). `--compare` (more
-checkpoints) or `--suite` runs the evaluation suite: every model on the same files, with units, parameters,
-FLOPs/byte, throughput and robustness to perturbed copies of the files, printed as one table and written as JSON
-(`--out`) with PNG plots next to it.
+files (`hat.kinds`). A token LM scores each file as a complete document followed by end-of-text, by teacher-forced
+passes over its canonical tokenisation (the only valid one for a complete document: forward-pass speed);
+`--exact` scores it through the exact next-byte chain instead (`bits_per_byte`, about one token step per byte, the
+end-of-text counted) beside the teacher-forced number (`bits_per_byte_canonical`). `--also` scores more checkpoints
+byte by byte on the same files; `--ensemble` adds their byte-level mixture or product of experts (`--weights`,
+default equal). `--compare` (more checkpoints) or `--suite` runs the evaluation suite: every model on the same files,
+with units, parameters, FLOPs/byte, throughput and robustness to perturbed copies of the files, printed as one
+table and written as JSON (`--out`) with PNG plots next to it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", help="files to score (any bytes; each is one document)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per evaluation batch")
+    parser.add_argument("--exact", action="store_true", help="token LM: score through the exact next-byte chain")
     parser.add_argument("--also", action="append", default=[], help="another checkpoint to score on the same files")
     parser.add_argument("--ensemble", choices=["mixture", "product"], help="also score the byte-level ensemble")
     parser.add_argument("--weights", type=float, nargs="+", help="ensemble weights, one per checkpoint")
@@ -55,13 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hat.evaluate import evaluate_files, evaluate_suite, format_table, write_plots
 
     suite = args.suite or bool(args.compare)
+    if args.exact and (suite or args.also or args.ensemble):
+        raise KindError("--exact scores one checkpoint on its own (--also/--ensemble are byte-level already)")
     loaded = [load_model(path) for path in [args.checkpoint, *args.compare]]
     if args.also or args.ensemble:
         return _byte_level(args, loaded[0])
     if suite:
         result = evaluate_suite(loaded, args.files, batch_size=args.batch_size, seed=args.seed)
     else:
-        result = evaluate_files(loaded[0], args.files, batch_size=args.batch_size)
+        result = evaluate_files(loaded[0], args.files, batch_size=args.batch_size, exact=args.exact)
     if suite:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{result['bits_per_byte']:.4f} bits/byte over {result['bytes']:,} bytes "
             f"({result['model_kind']}, step {result['checkpoint_step']}); zlib -9: {result['zlib_bits_per_byte']:.4f}"
         )
+        if "bits_per_byte_canonical" in result:
+            print(f"teacher-forced canonical tokenisation: {result['bits_per_byte_canonical']:.4f} bits/byte")
         if "m1_bits_per_byte" in result:
             rate, per_token = result["m1_bits_per_byte"], result["bytes_per_token"]
             print(f"M1's EqualInfoAC code: {rate:.4f} bits/byte, {per_token:.2f} bytes/token")

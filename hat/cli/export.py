@@ -31,11 +31,18 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="auto: HF Llama for flat models, the released HAT layout for HAT",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=["hf", "vllm"],
+        default="hf",
+        help="HAT only: the released runtime the export must load in (vllm also needs cross-attention in every "
+        "decoder layer, no pooling QK-norm, pooling width = backbone width)",
+    )
     args = parser.parse_args(argv)
 
     from hat.convert.export import export_checkpoint
 
-    print(export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.max_shard_size, args.format))
+    print(export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.max_shard_size, args.format, args.runtime))
     return 0
 
 

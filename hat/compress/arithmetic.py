@@ -1,63 +1,73 @@
-"""Exact integer arithmetic coding over any alphabet, driven by quantised probability vectors.
+"""Exact integer arithmetic coding of EqualInfoAC windows, vectorised over a batch of lanes.
 
-Probabilities are quantised to integer frequencies that sum to `2**precision` with at least `min_freq` per symbol
-(`quantize`, vectorised over positions). The coder keeps its interval as Python integers: `[low, low + width)`
-scaled by `2**-scale`, after the bits already settled. Encoding a symbol is exact rational arithmetic
-(`low = low * T + width * cum`, `width *= freq`); the leading bits that `low` and `low + width - 1` share are
-shifted out as soon as they are settled. Only when `width` outgrows `state_bits` is the interval rounded inward
-(the same rounding on both sides), so the code length exceeds the ideal `sum(-log2 q)` by at most about 2 bits per
-stream plus `2**-(state_bits - precision - 1)` bits per symbol.
+Probabilities are quantised to integer frequencies that sum to `T = 2**precision` with at least `min_freq` per
+symbol (`quantize`, for numpy or jax arrays). `WindowCoder` holds one coder interval per lane: `[low, low + width)`
+on a fixed grid of `2**-grid` with `grid = window_bits + precision + GUARD_BITS` (numpy uint64 when the grid has at
+most 63 bits, which covers b <= 33, Python integers in object arrays above). A window starts at `[0, 2**grid)`.
 
-A stream ends with the shortest codeword whose zero-padded value lies in the final interval (`Encoder.code`), so a
-decoder that reads zeros past the end of its input decodes it exactly. That codeword is the unique shortest binary
-fraction in the interval; EqualInfoAC's windows rely on this.
+Coding symbol s (range `[cum, cum + freq)` of T) narrows the interval to `[low + f(cum), low + f(cum + freq))` with
+`f(c) = floor(width * c / T)`. Exactness: `f` is non-decreasing with `f(0) = 0` and `f(T) = width`, so the symbols'
+sub-intervals partition the interval with no gap and no overlap, and while `width >= T` each one is non-empty
+(`f(c + freq) - f(c) >= floor(width * freq / T) >= 1`). A decoder holding a point of the interval therefore finds
+the one symbol whose sub-interval holds it (`decode`) and applies the identical integer update: encoder and decoder
+states stay equal, symbol by symbol. The truncation costs at most `log2(1 + T / (width * freq))` bits per symbol,
+below 2**-GUARD_BITS / ln 2 bits while a window can still grow (see below).
+
+A window's b-bit code points are the multiples of `2**(grid - b)` (`points`). Its codeword is the interval's point
+with the most trailing zeros (`codeword`: the unique shortest binary fraction inside it); the window fits while that
+point is a b-bit point, and its b-bit value is the point shifted down (`window_value`). Sub-intervals nest, so the
+codeword of a longer prefix is never shorter. Once the interval holds a single b-bit point (always once it is
+narrower than `2**(grid - b) = 2**(precision + GUARD_BITS)` grid units, so `width >= T` whenever a byte is coded
+inside a window), no further symbol can give a different fitting codeword: the window is complete
+(`equal_info` uses this to end windows without computing M1 for the byte after them).
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from hat.errors import HatError
 
 DEFAULT_PRECISION = 14
-DEFAULT_STATE_BITS = 64
+# Grid bits below a window's last bit: they bound the truncation loss of every coded symbol.
+GUARD_BITS = 16
+# The widest grid whose integers (and `width * 2**-precision * cum`) fit numpy's uint64.
+MAX_UINT64_GRID = 63
 
 
 class CoderError(HatError, ValueError):
     """A code stream cannot be decoded (it is corrupt or belongs to other probabilities)."""
 
 
-def quantize(probs_NxV: np.ndarray, precision: int = DEFAULT_PRECISION, min_freq: int = 1) -> np.ndarray:
-    """Integer frequencies (int64, N x V) with every entry >= `min_freq` and every row summing to `2**precision`.
+def quantize(probs_NxV, precision: int = DEFAULT_PRECISION, min_freq: int = 1):
+    """Integer frequencies (N x V, int32 for jax input, int64 for numpy) with every entry >= `min_freq` and every
+    row summing to `2**precision`; `probs_NxV` may be unnormalised (non-negative, positive row sums).
 
-    Deterministic: the same float inputs give the same integers, whatever the batch around a row. Each row is
-    normalised by its own sum (a float32 softmax sums to 1 only approximately), floored, and the few units left over
-    (or taken away) go to the row's most probable symbol.
+    Each row is normalised by its own sum, floored, and the few units left over go to the row's most probable
+    symbol. The arithmetic is that of the input's dtype and array library; it is a deterministic function of the
+    row, so inside one jitted M1 function encoder and decoder get the same integers.
     """
-    probs_NxV = np.asarray(probs_NxV, np.float64)
+    xp = jnp if isinstance(probs_NxV, jax.Array) else np
     num_symbols = probs_NxV.shape[-1]
     total = 1 << precision
     spare = total - num_symbols * min_freq
     if spare < 0:
         raise ValueError(f"{num_symbols} symbols x min_freq {min_freq} exceed 2**{precision}; raise the precision")
-    if not np.all(np.isfinite(probs_NxV)) or np.any(probs_NxV < 0):
-        raise ValueError("probabilities must be finite and non-negative")
+    int_dtype = xp.int32 if xp is jnp else np.int64
     row_sums_Nx1 = probs_NxV.sum(-1, keepdims=True)
-    if np.any(row_sums_Nx1 <= 0):
-        raise ValueError("every probability row needs a positive sum")
-    freqs_NxV = np.floor(probs_NxV * (spare / row_sums_Nx1)).astype(np.int64) + min_freq
-    leftover_N = total - freqs_NxV.sum(-1)
-    rows = np.arange(len(freqs_NxV))
-    top_N = np.argmax(probs_NxV, -1)
-    freqs_NxV[rows, top_N] += leftover_N
-    return freqs_NxV
+    freqs_NxV = xp.floor(probs_NxV * (spare / row_sums_Nx1)).astype(int_dtype) + min_freq
+    leftover_Nx1 = total - freqs_NxV.sum(-1, keepdims=True)
+    top_Nx1 = xp.argmax(probs_NxV, -1)[..., None]
+    return freqs_NxV + xp.where(xp.arange(num_symbols) == top_Nx1, leftover_Nx1, 0).astype(int_dtype)
 
 
-def cumulative(freqs_NxV: np.ndarray) -> np.ndarray:
-    """Start of each symbol's range: int64 N x (V + 1), `cum[:, s] = sum(freqs[:, :s])`, last column the total."""
-    cum_NxV1 = np.zeros((freqs_NxV.shape[0], freqs_NxV.shape[1] + 1), np.int64)
-    np.cumsum(freqs_NxV, axis=1, out=cum_NxV1[:, 1:])
-    return cum_NxV1
+def cumulative(freqs_NxV):
+    """Start of each symbol's range: N x (V + 1), `cum[:, s] = sum(freqs[:, :s])`, last column the total."""
+    xp = jnp if isinstance(freqs_NxV, jax.Array) else np
+    zeros_Nx1 = xp.zeros((*freqs_NxV.shape[:-1], 1), freqs_NxV.dtype)
+    return xp.concatenate([zeros_Nx1, xp.cumsum(freqs_NxV, axis=-1)], axis=-1)
 
 
 def ideal_bits(freqs_NxV: np.ndarray, symbols_N: np.ndarray, precision: int = DEFAULT_PRECISION) -> float:
@@ -66,129 +76,83 @@ def ideal_bits(freqs_NxV: np.ndarray, symbols_N: np.ndarray, precision: int = DE
     return float(np.sum(precision - np.log2(chosen)))
 
 
-class _Interval:
-    """The coder state shared by encoder and decoder; both apply the identical integer updates."""
-
-    def __init__(self, precision: int, state_bits: int) -> None:
-        if state_bits <= precision:
-            raise ValueError(f"state_bits ({state_bits}) must exceed precision ({precision})")
-        self.precision, self.state_bits = precision, state_bits
-        self.low, self.width, self.scale = 0, 1, 0
-        self.num_settled = 0
-
-    def _narrow(self, cum: int, freq: int) -> tuple[int, int]:
-        """Narrows to the symbol's sub-interval; returns the newly settled leading bits `(value, count)`."""
-        self.low = (self.low << self.precision) + self.width * cum
-        self.width *= freq
-        self.scale += self.precision
-        excess = self.width.bit_length() - self.state_bits
-        if excess > 0:
-            # Round inward to a coarser grid: both ends stay inside the exact interval.
-            new_low = -((-self.low) >> excess)
-            self.width = ((self.low + self.width) >> excess) - new_low
-            self.low, self.scale = new_low, self.scale - excess
-        # Bits above the highest bit where low and the interval's last point differ are settled.
-        keep = (self.low ^ (self.low + self.width - 1)).bit_length()
-        settled = self.scale - keep
-        if settled <= 0:
-            return 0, 0
-        prefix = self.low >> keep
-        self.low &= (1 << keep) - 1
-        self.scale = keep
-        self.num_settled += settled
-        return prefix, settled
-
-    def _tail(self) -> tuple[int, int]:
-        """Bits after the settled ones for the shortest codeword: none when the interval starts at the settled
-        prefix, else the single bit 1 (after settling, the midpoint `2**(scale - 1)` is always inside)."""
-        return (0, 0) if self.low == 0 else (1, 1)
+def grid_bits(window_bits: int, precision: int = DEFAULT_PRECISION) -> int:
+    """Bits of the coder's grid for b-bit windows."""
+    return window_bits + precision + GUARD_BITS
 
 
-def _strip(value: int, num_bits: int) -> tuple[int, int]:
-    """Drops trailing zero bits (zero padding implies them), giving the canonical shortest form."""
-    if value == 0:
-        return 0, 0
-    zeros = (value & -value).bit_length() - 1
-    return value >> zeros, num_bits - zeros
+class WindowCoder:
+    """One window coder interval per lane (`low_B`, `width_B`), all updated together; see the module docstring."""
 
+    def __init__(self, num_lanes: int, window_bits: int, precision: int = DEFAULT_PRECISION) -> None:
+        self.window_bits, self.precision = window_bits, precision
+        self.grid = grid_bits(window_bits, precision)
+        self.shift = self.grid - window_bits  # a b-bit point is a multiple of 2**shift
+        self.dtype = np.uint64 if self.grid <= MAX_UINT64_GRID else object
+        self.low_B = np.zeros(num_lanes, self.dtype)
+        self.width_B = np.full(num_lanes, 1 << self.grid, self.dtype)
 
-class Encoder(_Interval):
-    """Exact arithmetic encoder: `encode(cum, freq)` per symbol, then `code()` for the whole stream so far."""
+    def _as_ints(self, values) -> np.ndarray:
+        values = np.asarray(values)
+        return values.astype(np.uint64) if self.dtype is np.uint64 else values.astype(np.int64).astype(object)
 
-    def __init__(self, precision: int = DEFAULT_PRECISION, state_bits: int = DEFAULT_STATE_BITS) -> None:
-        super().__init__(precision, state_bits)
-        self.settled = 0
+    def reset(self, lanes: np.ndarray) -> None:
+        """Starts a fresh window in `lanes` (indices or a boolean mask)."""
+        self.low_B[lanes] = 0
+        self.width_B[lanes] = 1 << self.grid
 
-    def encode(self, cum: int, freq: int) -> None:
-        """Codes the symbol whose range is `[cum, cum + freq)` out of `2**precision`."""
-        prefix, count = self._narrow(cum, freq)
-        self.settled = (self.settled << count) | prefix
+    def _scaled(self, width, cum):
+        """`floor(width * cum / T)` without overflow: `width = a * T + r` gives `a * cum + floor(r * cum / T)`."""
+        mask = (1 << self.precision) - 1
+        return (width >> self.precision) * cum + (((width & mask) * cum) >> self.precision)
 
-    def code(self) -> tuple[int, int]:
-        """The shortest codeword `(value, num_bits)` (no trailing zeros) whose zero-padded value lies in the
-        interval: all a decoder needs to recover the symbols coded so far."""
-        tail, tail_bits = self._tail()
-        return _strip((self.settled << tail_bits) | tail, self.num_settled + tail_bits)
+    def narrow(self, lanes: np.ndarray, cum_L: np.ndarray, freq_L: np.ndarray) -> None:
+        """Codes in each of `lanes` the symbol with range `[cum, cum + freq)`."""
+        cum_L, freq_L = self._as_ints(cum_L), self._as_ints(freq_L)
+        width_L = self.width_B[lanes]
+        start_L = self._scaled(width_L, cum_L)
+        self.low_B[lanes] = self.low_B[lanes] + start_L
+        self.width_B[lanes] = self._scaled(width_L, cum_L + freq_L) - start_L
 
+    def points_of(self, windows: np.ndarray) -> np.ndarray:
+        """Grid points of b-bit window values."""
+        if self.dtype is np.uint64:
+            return np.asarray(windows, np.uint64) << np.uint64(self.shift)
+        return np.asarray([int(w) << self.shift for w in windows], object)
 
-class Decoder(_Interval):
-    """Exact arithmetic decoder over a codeword `(value, num_bits)`; bits past its end read as zeros."""
-
-    def __init__(
-        self, value: int, num_bits: int, precision: int = DEFAULT_PRECISION, state_bits: int = DEFAULT_STATE_BITS
-    ) -> None:
-        super().__init__(precision, state_bits)
-        if value < 0 or value.bit_length() > num_bits:
-            raise ValueError(f"codeword value {value} does not fit {num_bits} bits")
-        self.value, self.num_bits = value, num_bits
-
-    def _read(self, start: int, count: int) -> int:
-        """Stream bits [start, start + count) as an integer, zero-padded past the end."""
-        end = start + count
-        if end <= self.num_bits:
-            return (self.value >> (self.num_bits - end)) & ((1 << count) - 1)
-        available = max(self.num_bits - start, 0)
-        head = self.value & ((1 << available) - 1)
-        return head << (end - max(start, self.num_bits))
-
-    def decode(self, cum_V1: np.ndarray | list[int]) -> int:
-        """Decodes one symbol given the cumulative frequencies `cum_V1` (length V + 1, last entry 2**precision)."""
-        offset = self._read(self.num_settled, self.scale + self.precision) - (self.low << self.precision)
-        target = offset // self.width
-        if not 0 <= target < (1 << self.precision):
+    def decode(self, lanes: np.ndarray, cum_LxV1: np.ndarray, point_L: np.ndarray) -> np.ndarray:
+        """The symbol of each lane whose sub-interval holds the lane's window point (`points_of`), coded as
+        `narrow` does."""
+        low_L, width_L = self.low_B[lanes], self.width_B[lanes]
+        if np.any(point_L < low_L) or np.any(point_L - low_L >= width_L):
             raise CoderError("code value left the coder interval")
-        symbol = int(np.searchsorted(cum_V1, target, side="right")) - 1
-        self._narrow(int(cum_V1[symbol]), int(cum_V1[symbol + 1]) - int(cum_V1[symbol]))
-        return symbol
+        ends_LxV = self._scaled(width_L[:, None], self._as_ints(cum_LxV1[:, 1:]))
+        symbols_L = np.sum(ends_LxV <= (point_L - low_L)[:, None], axis=1)
+        rows = np.arange(len(symbols_L))
+        self.narrow(lanes, cum_LxV1[rows, symbols_L], cum_LxV1[rows, symbols_L + 1] - cum_LxV1[rows, symbols_L])
+        return symbols_L
 
-    def code(self) -> tuple[int, int]:
-        """The shortest codeword of the symbols decoded so far (as `Encoder.code` gives for them)."""
-        tail, tail_bits = self._tail()
-        return _strip((self._read(0, self.num_settled) << tail_bits) | tail, self.num_settled + tail_bits)
+    def points(self, lanes: np.ndarray) -> np.ndarray:
+        """How many b-bit points each lane's interval holds (0: the window no longer fits)."""
+        low_L, last_L = self.low_B[lanes], self.low_B[lanes] + self.width_B[lanes] - 1
+        step = 1 << self.shift
+        return (last_L >> self.shift) + 1 - ((low_L + (step - 1)) >> self.shift)
 
+    def codeword(self, lanes: np.ndarray) -> np.ndarray:
+        """Each lane's point with the most trailing zeros (grid units): the highest bit where `low - 1` and the
+        interval's last point differ is the lowest bit the shortest codeword needs. A lane with `low == 0` gets 0."""
+        low_L = self.low_B[lanes]
+        last_L = low_L + self.width_B[lanes] - 1
+        starts_at_zero = low_L == 0
+        smear_L = (low_L - self._as_ints(~starts_at_zero)) ^ last_L
+        shift = 1
+        while shift < self.grid:
+            smear_L = smear_L | (smear_L >> shift)
+            shift *= 2
+        # smear = 2**(t + 1) - 1 for the highest differing bit t; clear the bits below t.
+        point_L = last_L & ~(smear_L >> 1)
+        return np.where(starts_at_zero, self._as_ints(np.zeros(len(low_L))), point_L)
 
-def encode(symbols_N: np.ndarray, freqs_NxV: np.ndarray, precision: int = DEFAULT_PRECISION,
-           state_bits: int = DEFAULT_STATE_BITS) -> tuple[int, int]:
-    """Codes `symbols_N` (symbol i under distribution `freqs_NxV[i]`); returns the codeword `(value, num_bits)`."""
-    cum_NxV1 = cumulative(freqs_NxV)
-    n = len(symbols_N)
-    cums = cum_NxV1[np.arange(n), symbols_N].tolist()
-    freqs = freqs_NxV[np.arange(n), symbols_N].tolist()
-    encoder = Encoder(precision, state_bits)
-    for cum, freq in zip(cums, freqs):
-        encoder.encode(cum, freq)
-    return encoder.code()
-
-
-def decode(value: int, num_bits: int, freqs_NxV: np.ndarray, precision: int = DEFAULT_PRECISION,
-           state_bits: int = DEFAULT_STATE_BITS) -> np.ndarray:
-    """Inverse of `encode`: the `len(freqs_NxV)` symbols of the codeword."""
-    cum_NxV1 = cumulative(freqs_NxV)
-    decoder = Decoder(value, num_bits, precision, state_bits)
-    return np.asarray([decoder.decode(row) for row in cum_NxV1], np.int64)
-
-
-def to_bytes(value: int, num_bits: int) -> bytes:
-    """The codeword's bits, MSB first, zero-padded to whole bytes."""
-    num_bytes = (num_bits + 7) // 8
-    return (value << (8 * num_bytes - num_bits)).to_bytes(num_bytes, "big")
+    def window_value(self, point_L: np.ndarray) -> np.ndarray:
+        """b-bit window values of fitting codewords (grid units)."""
+        return point_L >> self.shift

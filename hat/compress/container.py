@@ -2,8 +2,10 @@
 
     b"HATEQAC1" | header length (uint32) | header (JSON) | per segment: windows, CRC-32 (2 x uint32) | windows
 
-The header records the spec (b, v, M1's window and batch shape, precision), the segment length, the byte count
-and M1's identity, so a file is only ever decoded with the M1 and the computation shape it was made with. Text is
+The header records the spec (b, v, M1's window and batch shape, precision), the segment length, the byte count,
+M1's identity and the kind of device M1 ran on, so a file is only ever decoded with the M1, the computation shape
+and the device kind it was made with (anything else is refused with a one-line error: floats would differ).
+Segment i runs in M1 lane `i % m1_batch_size`, in the encoder and in the decoder. Text is
 coded in independent segments of `segment_bytes`; the segment table (8 bytes per segment: 0.016 bits per byte at
 4096-byte segments) lets decoding check every segment's length and CRC-32, and name the windows of a corrupt one.
 Windows are dense codes (most bit strings decode to some text), so without this check a flipped bit would
@@ -20,15 +22,20 @@ from typing import Any
 
 from hat.compress.equal_info import (
     M1,
+    ComputationShapeError,
     CorruptStreamError,
     WindowSpec,
-    decode_windows,
+    bytes_to_windows,
+    decode_segments,
     encode_segments,
     split_segments,
+    windows_to_bytes,
 )
 
 MAGIC = b"HATEQAC1"
-FORMAT_VERSION = 1
+# 2: the vectorised window coder (arithmetic.WindowCoder) and the lane-cached M1; the device kind in the header.
+# 3: M1's window start computed once (one lane), steps from position 1, a decoding step's cache written first.
+FORMAT_VERSION = 3
 DEFAULT_SEGMENT_BYTES = 4096
 
 
@@ -38,8 +45,7 @@ def encode_file(
 ) -> bytes:
     """Compresses `data` (any bytes) into the container format."""
     segments = split_segments(data, segment_bytes)
-    per_segment = encode_segments(m1, segments, spec, progress)
-    windows = [window for segment_windows, _ in per_segment for window in segment_windows]
+    windows = encode_segments(m1, segments, spec, progress)
     header = {
         "format_version": FORMAT_VERSION,
         "window_bits": spec.window_bits,
@@ -50,18 +56,15 @@ def encode_file(
         "segment_bytes": segment_bytes,
         "num_segments": len(segments),
         "num_bytes": len(data),
-        "num_windows": len(windows),
+        "num_windows": len(windows.values),
         "m1": m1.identity,
+        "m1_device": m1.device,
     }
     blob = json.dumps(header, sort_keys=True).encode()
     table = b"".join(
-        struct.pack(">II", len(segment_windows), zlib.crc32(segment))
-        for (segment_windows, _), segment in zip(per_segment, segments)
+        struct.pack(">II", int(count), zlib.crc32(segment)) for count, segment in zip(windows.counts, segments)
     )
-    size = spec.window_bits // 8
-    return (
-        MAGIC + struct.pack(">I", len(blob)) + blob + table + b"".join(w.to_bytes(size, "big") for w in windows)
-    )
+    return MAGIC + struct.pack(">I", len(blob)) + blob + table + windows_to_bytes(windows.values, spec.window_bits)
 
 
 def read_header(blob: bytes) -> tuple[dict[str, Any], bytes]:
@@ -75,7 +78,14 @@ def read_header(blob: bytes) -> tuple[dict[str, Any], bytes]:
         header = json.loads(blob[start : start + length])
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CorruptStreamError("the file header is damaged (not valid JSON)") from None
-    if not isinstance(header, dict) or header.get("format_version") != FORMAT_VERSION:
+    version = header.get("format_version") if isinstance(header, dict) else None
+    if isinstance(version, int) and 0 < version < FORMAT_VERSION:
+        # M1's floats are computed differently since: the windows would not decode.
+        raise CorruptStreamError(
+            f"this file is EqualInfoAC format version {version}; this hat reads version {FORMAT_VERSION} only: "
+            f"decode it with the hat version that wrote it"
+        )
+    if version != FORMAT_VERSION:
         raise CorruptStreamError("the file header is damaged or of an unsupported version")
     return header, blob[start + length :]
 
@@ -94,7 +104,14 @@ def decode_file(m1: M1, blob: bytes, progress: Callable[[int], None] | None = No
         )
     spec = spec_of(header)
     if m1.batch_size != header["m1_batch_size"] or m1.max_window_bytes != spec.max_window_bytes:
-        raise ValueError("load M1 with the header's m1_batch_size and max_window_bytes (its computation shape)")
+        raise ComputationShapeError(
+            f"this file was made with M1 batch size {header['m1_batch_size']} and {spec.max_window_bytes}-byte "
+            f"windows, not {m1.batch_size} and {m1.max_window_bytes}: load M1 with the header's shape"
+        )
+    if m1.device != header["m1_device"]:
+        raise ComputationShapeError(
+            f"this file was made with M1 on {header['m1_device']}, not {m1.device}: its float results would differ"
+        )
     table_bytes = 8 * header["num_segments"]
     table = [struct.unpack(">II", rest[i : i + 8]) for i in range(0, min(table_bytes, len(rest)) - 7, 8)]
     payload = rest[table_bytes:]
@@ -108,8 +125,9 @@ def decode_file(m1: M1, blob: bytes, progress: Callable[[int], None] | None = No
             f"token stream is truncated or padded: {len(payload)} bytes for {expected} windows of {size} bytes "
             f"(window {min(have, expected)} is {'incomplete' if have < expected else 'extra'})"
         )
-    windows = [int.from_bytes(payload[i : i + size], "big") for i in range(0, len(payload), size)]
-    texts = decode_windows(m1, windows, spec, progress=progress)
+    windows = bytes_to_windows(payload, spec.window_bits)
+    counts = [count for count, _ in table]
+    texts = decode_segments(m1, windows, counts, spec, progress=progress)
     first = 0
     out = []
     for index, (count, crc) in enumerate(table):
@@ -117,8 +135,10 @@ def decode_file(m1: M1, blob: bytes, progress: Callable[[int], None] | None = No
         text = b"".join(texts[first:last])
         want = min(header["segment_bytes"], header["num_bytes"] - index * header["segment_bytes"])
         if len(text) != want or zlib.crc32(text) != crc:
-            recoded = encode_segments(m1, [text], spec)[0][0] if text else []
-            bad = next((first + k for k, (a, b) in enumerate(zip(recoded, windows[first:last])) if a != b), None)
+            recoded = encode_segments(m1, [text], spec, segment_ids=[index]).values.tolist()
+            bad = next(
+                (first + k for k, (a, b) in enumerate(zip(recoded, windows[first:last].tolist())) if a != b), None
+            )
             where = f"; window {bad} does not re-encode from its text" if bad is not None else ""
             raise CorruptStreamError(
                 f"windows {first}-{last - 1} (segment {index}) are corrupt: their text fails the "

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hat.compress.equal_info import M1, WindowSpec, encode_segments, split_segments, windows_to_tokens
+from hat.compress.equal_info import (
+    M1,
+    WINDOW_CODE_VERSION,
+    WindowSpec,
+    encode_segments,
+    split_segments,
+    windows_to_tokens,
+)
 from hat.config import Config
 from hat.data import CorpusError, Document
 from hat.data.arrays import Array
@@ -97,10 +104,8 @@ def _compress(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The window tokens of `texts` (uint16) and the byte length of each window (int64), segment by segment."""
     segments = [segment for data in texts for segment in split_segments(data, segment_bytes)]
-    per_segment = encode_segments(m1, segments, spec, progress)
-    windows = [w for segment_windows, _ in per_segment for w in segment_windows]
-    lengths = np.asarray([n for _, segment_lengths in per_segment for n in segment_lengths], np.int64)
-    return windows_to_tokens(windows, spec).astype(np.uint16), lengths
+    windows = encode_segments(m1, segments, spec, progress)
+    return windows_to_tokens(windows.values, spec).astype(np.uint16), windows.lengths
 
 
 def prepare_token_corpus(
@@ -111,10 +116,10 @@ def prepare_token_corpus(
     finished one and resumes an interrupted one (its hidden partial directory, `hat.data.cache.build_once`)."""
     if not docs:
         raise CorpusError(f"{name}: no documents to compress")
-    key = store_key(docs, m1.identity, m1.batch_size, spec, segment_bytes, max_bytes)
+    key = store_key(docs, WINDOW_CODE_VERSION, m1.identity, m1.device, m1.batch_size, spec, segment_bytes, max_bytes)
     final = Path(cache_dir) / f"{name}-eqinfo-{key}"
     write = lambda out: _write_windows(docs, m1, spec, segment_bytes, out, name, max_bytes)  # noqa: E731
-    return load_token_corpus(build_once(final, write, resumable=True))
+    return load_token_corpus(build_once(final, write, resumable=True, what=f"the {name} window tokens"))
 
 
 def _write_windows(
@@ -127,7 +132,8 @@ def _write_windows(
         writer.append("window_offsets", np.zeros(1, np.int64))
     total = sum(doc.path.stat().st_size for doc in docs)
     total = min(total, max_bytes) if max_bytes > 0 else total
-    chunk_bytes = 2 * m1.batch_size * segment_bytes
+    # A few segments per lane, so lanes that finish early idle only at the end of a chunk.
+    chunk_bytes = 4 * m1.batch_size * segment_bytes
     with tqdm(total=total, initial=state["num_bytes"], unit="B", unit_scale=True, desc=f"compressing {name}") as bar:
         for done, chunk in _document_chunks(docs, state["documents_done"], max_bytes, chunk_bytes, state["num_bytes"]):
             tokens, lengths = _compress(m1, chunk, spec, segment_bytes, bar.update)
@@ -145,6 +151,7 @@ def _write_windows(
         max_window_bytes=spec.max_window_bytes,
         precision=spec.precision,
         m1_batch_size=m1.batch_size,
+        m1_device=m1.device,
         segment_bytes=segment_bytes,
         documents=[str(doc.path) for doc in docs],
     )
@@ -171,7 +178,7 @@ def spec_from_config(config: Config) -> WindowSpec:
 def load_m1(config: Config) -> M1:
     """M1 as `data.eqinfo` configures it (checkpoint, batch shape, window)."""
     eq = config.data.eqinfo
-    return M1.from_checkpoint(eq.m1_checkpoint, eq.m1_batch_size, eq.max_window_bytes)
+    return M1.from_checkpoint(eq.m1_checkpoint, eq.m1_batch_size, eq.max_window_bytes, eq.precision)
 
 
 def prepare_eqinfo_data(config: Config) -> RunData:

@@ -10,7 +10,7 @@ from flax import nnx
 
 from hat.checkpoint import LoadedModel
 from hat.compress.data import compress_in_memory, load_m1, spec_from_config
-from hat.compress.equal_info import CorruptStreamError, decode_windows, tokens_to_windows
+from hat.compress.equal_info import CorruptStreamError, decode_segments, tokens_to_windows
 from hat.sampling import DEFAULT_SAMPLING, Sampling, check_sampling, choose
 
 # M2 has no begin-of-text token; an empty prompt starts from a newline.
@@ -56,7 +56,7 @@ def sample_eqinfo_bytes(
             window_tokens.append(int(choose(logits_1xV, jax.random.fold_in(key, step), *settings)[0]))
             step += 1
         try:
-            (text,) = decode_windows(m1, tokens_to_windows(np.asarray(window_tokens), spec), spec)
+            (text,) = decode_segments(m1, tokens_to_windows(np.asarray(window_tokens), spec), [1], spec)
         except CorruptStreamError:
             failures += 1
             continue

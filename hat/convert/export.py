@@ -146,8 +146,10 @@ def export_checkpoint(
     dtype: str = "float32",
     max_shard_size: str | int = "5GB",
     fmt: str = "auto",
+    runtime: str = "hf",
 ) -> Path:
-    """Writes the parameters at `checkpoint` (anything `hat.checkpoint.load_model` reads) to `out_dir`; returns it."""
+    """Writes the parameters at `checkpoint` (anything `hat.checkpoint.load_model` reads) to `out_dir`; returns it.
+    A HAT export is checked against the released runtime `runtime` (`hat.convert.released.RUNTIMES`)."""
     out_dir = Path(out_dir).resolve()
     if out_dir.exists():
         raise ConversionError(f"output directory already exists: {out_dir} (choose a new path or delete it)")
@@ -163,14 +165,19 @@ def export_checkpoint(
         config, source = loaded.config, Path(loaded.path)
         flat = flatten_params(nnx.state(loaded.model, nnx.Param))
     fmt = resolve_format(config, fmt)
+    if config.model.ngrams.sizes:
+        raise ConversionError(
+            f"{checkpoint}: model.ngrams (hashed n-gram embeddings) has no counterpart in the {fmt} format; "
+            "export a model trained without it"
+        )
     if fmt == "hf":
         config_json = hf_llama_config(config, dtype, _special_ids(config, Path(checkpoint)))
         tensors = hf_llama_tensors
     else:
-        config_json = released_config_json(config, dtype)
+        config_json = released_config_json(config, dtype, runtime)
         tensors = released_tensors
     tokenizer = find_tokenizer(config, source)
-    with staging_dir(out_dir) as partial:
+    with staging_dir(out_dir, what="the export") as partial:
         writer = ShardedWriter(partial, max_bytes)
         for name, array in tensors(config, flat):
             writer.add(name, array.astype(DTYPES[dtype]))

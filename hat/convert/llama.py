@@ -2,10 +2,14 @@
 
     convert_llama(hf_dir, out_dir, to="lm")                 # flat token LM with the same logits
     convert_llama(hf_dir, out_dir, to="hat", base=config)   # HAT: the Llama's blocks as backbone, fresh encoder/decoder
+    convert_llama("model.Q4_K_M.gguf", out_dir, to="lm")    # a llama.cpp GGUF file (`hat.convert.gguf`)
 
 Aleph Alpha built their HAT models from Llama 3.1 this way: keep the transformer blocks, drop the token embedding
 and the LM head, and train a byte encoder and decoder around them (arXiv 2501.10322). Tensors are streamed one at a
 time from the safetensors files into the store, so peak host memory is about one tensor, not the model.
+
+The source is a Hugging Face directory (config.json + safetensors) or a GGUF file, whose tensors are dequantised
+one at a time and whose tokenizer metadata becomes the store's `tokenizer.json` (`hat.convert.gguf_tokenizer`).
 
 Supported: `model_type: llama` with grouped-query attention, `head_dim`, RMSNorm epsilon, rope theta and
 `rope_scaling` of type `llama3` (or none), tied or untied embeddings. Anything that changes the computation and
@@ -16,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,6 +119,35 @@ def read_llama_config(hf_dir: str | Path) -> LlamaSpec:
         raise ConversionError(f"{source}: missing required field {error.args[0]!r}") from None
 
 
+@dataclasses.dataclass
+class LlamaSource:
+    """What a conversion reads: the spec, the tensors under Hugging Face names (float32, PyTorch layout), the
+    tokenizer file for `--to lm` (or how to write one) and figures for the store's manifest."""
+
+    spec: LlamaSpec
+    weights: Any
+    write_tokenizer: Callable[[Path], None]  # writes tokenizer.json at the path given, when the source has one
+    extra: dict[str, Any]
+
+
+def open_llama_source(path: str | Path) -> LlamaSource:
+    """A Hugging Face Llama directory or a Llama GGUF file, opened for conversion."""
+    path = Path(path)
+    if path.is_file():
+        from hat.convert.gguf import GGUFSource  # the GGUF reader imports LlamaSpec from this module
+        from hat.convert.gguf_tokenizer import write_gguf_tokenizer
+
+        gguf = GGUFSource(path)
+        return LlamaSource(
+            gguf.spec, gguf.weights, lambda target: write_gguf_tokenizer(gguf.file, target), gguf.manifest_extra()
+        )
+    def copy_tokenizer(target: Path) -> None:
+        if (path / "tokenizer.json").is_file():
+            shutil.copyfile(path / "tokenizer.json", target)
+
+    return LlamaSource(read_llama_config(path), SafetensorsDir(path), copy_tokenizer, {})
+
+
 def lm_config(spec: LlamaSpec, base: Config | None = None) -> Config:
     """A run config for the flat token LM with the Llama's exact architecture."""
     base = base or Config()
@@ -183,9 +217,10 @@ def convert_llama(
     base: Config | None = None,
     progress: bool = False,
 ) -> Path:
-    """Converts a Hugging Face Llama directory into a hat parameter store at `out_dir`; returns its path.
+    """Converts a Hugging Face Llama directory or GGUF file into a hat parameter store at `out_dir`; returns its path.
 
-    `to="lm"`: a flat token LM with identical logits (`tokenizer.json` is copied when present).
+    `to="lm"`: a flat token LM with identical logits (`tokenizer.json` is copied when present, or written from a
+    GGUF's tokenizer metadata).
     `to="hat"`: a HAT built from `base` (required) whose backbone is the Llama's blocks; the encoder, pooling,
     decoder and head are freshly initialised from `base.seed`. The Llama's embedding, final norm and LM head are
     not used.
@@ -193,8 +228,8 @@ def convert_llama(
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if out_dir.exists():
         raise ConversionError(f"output directory already exists: {out_dir} (choose a new path or delete it)")
-    spec = read_llama_config(hf_dir)
-    weights = SafetensorsDir(hf_dir)
+    source = open_llama_source(hf_dir)
+    spec, weights = source.spec, source.weights
     _check_shapes(weights, spec, with_head=to == "lm")
     if to == "lm":
         config = lm_config(spec, base)
@@ -206,6 +241,8 @@ def convert_llama(
         raise ConversionError(f"unknown target {to!r}; expected 'lm' or 'hat'")
 
     with ParamStoreWriter(out_dir, config) as writer:
+        if to == "lm":  # first: a tokenizer the source cannot give fails before any tensor is converted
+            source.write_tokenizer(writer.partial_dir / "tokenizer.json")
         total_bytes = sum(4 * int(np.prod(shape)) for shape in writer.expected.values())
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="converting", disable=not progress)
 
@@ -224,15 +261,13 @@ def convert_llama(
             if not spec.tie_embeddings:
                 head_blocks = _row_blocks(weights, "lm_head.weight", vocab, rows, transpose=True)
                 writer.write_blocks("lm_head", (dim, vocab), (dim, rows), _counted(head_blocks, bar))
-            if (hf_dir / "tokenizer.json").is_file():
-                writer.add_file("tokenizer.json", hf_dir / "tokenizer.json")
         else:
             for name, array in _fresh_hat_parts(config):
                 write(name, array)
         for name, array in _layer_tensors(weights, "model.layers.", "backbone.layers.", spec.stack):
             write(name, array)
         bar.close()
-        extra = {"source": str(hf_dir.resolve()), "converted_to": to}
+        extra = {"source": str(hf_dir.resolve()), "converted_to": to} | source.extra
         return writer.finalize(extra | (spec.special_ids if to == "lm" else {}))
 
 

@@ -8,10 +8,20 @@ Differences handled here:
   softmax weight is 1 and they cannot change the output, so hat has none. Export writes zeros, import skips them.
 - Every released decoder block has `query_norm` (feeds only q) and `kv_norm`; hat has `kv_norm` only where the
   block cross-attends. Export writes ones for the missing ones, import skips them.
-- The released encoder connector rotates with the encoder config's RoPE, so hat's pooling RoPE settings must be
-  the encoder's to be exportable.
+- The released encoder connector rotates with the encoder config's RoPE, so hat's pooling RoPE settings (and its
+  head dim) must be the encoder's to be exportable.
 
-Anything the format has that hat cannot represent is refused with a `ConversionError` naming the config field.
+What the released runtime does around the network travels in the config too (`config_from_released`): the
+context (top-level `max_position_embeddings` bytes, backbone `max_position_embeddings` words, the prompt fed as it
+is, without hat's leading end-of-text), the special tokens (`special_token_dict`) and each part's sliding window.
+An export records hat's own context rules in an extra `hat_context` entry the released runtimes ignore, so that a
+hat model imported back keeps its trained layout.
+
+Anything the format has that hat cannot represent is refused with a `ConversionError` naming the config field;
+`word_window_size` is read by no released computation and is accepted whatever its value. An export is checked
+against what the released runtimes assume (`RUNTIMES`: the HF remote code, or also Aleph Alpha's vLLM fork, which
+serves only checkpoints with cross-attention in every decoder layer, no pooling QK-norm and a latent query as wide
+as the backbone).
 """
 
 from __future__ import annotations
@@ -25,12 +35,22 @@ from typing import Any
 import numpy as np
 
 from hat.checkpoint.store import ConversionError, ParamStoreWriter, model_param_shapes
-from hat.config import EOT_BYTE, Config, ModelConfig, PoolingConfig, RopeScalingConfig, TransformerConfig
+from hat.config import (
+    EOT_BYTE,
+    Config,
+    CrossAttentionConfig,
+    DataConfig,
+    ModelConfig,
+    PoolingConfig,
+    RopeScalingConfig,
+    TransformerConfig,
+)
 from hat.convert.layout import HeadShape, llama_layer_names, to_hat, to_torch
 from hat.convert.safetensors_io import SafetensorsDir
 from hat.kinds import kind_of
 from hat.kinds.hat_bytes import HatKind
-from hat.models.hat import pooling_head_dim
+from hat.models.hat import decoder_cross_heads, pooling_head_dim
+from hat.text import SpecialTokenError, SpecialTokens
 
 MODEL_TYPE = "hierarchical_autoregressive_transformer"
 ARCHITECTURES = ["HATDecoderForCausalLM"]
@@ -39,6 +59,12 @@ AUTO_MAP = {"AutoConfig": "config.HATArchitectureConfig", "AutoModelForCausalLM"
 TRANSFORMERS_VERSION = "4.46.3"
 # A learned vector stored as (1, 1, D) in the released model and (D,) in hat.
 VECTOR = "vector"
+# The released runtimes an export can be checked against: "hf" (the remote code of the Hugging Face repositories)
+# and "vllm" (Aleph Alpha's vLLM fork, which also needs everything "hf" does).
+RUNTIMES = ("hf", "vllm")
+# Released precision (`config_from_released(..., precision="released")`): bfloat16 compute with norms that do not
+# upcast, as the released runtimes run the checkpoints.
+PRECISIONS = ("float32", "released")
 
 
 @dataclass(frozen=True)
@@ -53,6 +79,10 @@ class Row:
 
 def _cross_heads(cfg: ModelConfig) -> HeadShape:
     return HeadShape(cfg.pooling.num_heads, cfg.pooling.num_kv_heads, pooling_head_dim(cfg))
+
+
+def _decoder_cross_heads(cfg: ModelConfig) -> HeadShape:
+    return HeadShape(*decoder_cross_heads(cfg))
 
 
 def _llama_rows(hat_prefix: str, released_prefix: str, cfg: TransformerConfig) -> list[Row]:
@@ -87,7 +117,7 @@ def released_rows(cfg: ModelConfig) -> list[Row]:
     for i in range(cfg.backbone.num_layers):
         rows += _llama_rows(f"backbone.layers.{i}.", f"backbone.layers.{i}.", cfg.backbone)
     rows.append(Row("decoder_connector.first_word_embedding", "decoder_connector.first_word_embedding", VECTOR))
-    cross_layers = decoder_cross_layers(cfg)
+    cross_layers, cross = decoder_cross_layers(cfg), _decoder_cross_heads(cfg)
     for i in range(cfg.decoder.num_layers):
         block = f"decoder.decoder_layers.{i}."
         rows += _llama_rows(block + "llama_layer.", block + "llama_layer.", cfg.decoder)
@@ -103,7 +133,7 @@ def released_rows(cfg: ModelConfig) -> list[Row]:
 
 def released_fillers(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...], float]]:
     """Released-only tensors that cannot affect the output: `(name, shape, constant to export)`."""
-    cross = _cross_heads(cfg)
+    cross = _decoder_cross_heads(cfg)
     enc, dim = cfg.decoder.hidden_size, cfg.backbone.hidden_size
     cross_layers = decoder_cross_layers(cfg)
     fillers = []
@@ -188,8 +218,7 @@ def _stack_json(cfg: TransformerConfig, vocab_size: int, max_positions: int) -> 
     return stack
 
 
-def _cross_json(cfg: ModelConfig, q_dim: int, kv_dim: int, qk_norm: bool) -> dict[str, Any]:
-    cross = _cross_heads(cfg)
+def _cross_json(cross: HeadShape, q_dim: int, kv_dim: int, qk_norm: bool) -> dict[str, Any]:
     return {
         "hidden_size": cross.heads * cross.head_dim,
         "hidden_size_q": q_dim,
@@ -202,9 +231,12 @@ def _cross_json(cfg: ModelConfig, q_dim: int, kv_dim: int, qk_norm: bool) -> dic
     }
 
 
-def released_config_json(config: Config, torch_dtype: str) -> dict[str, Any]:
-    """The released-format config.json of a hat HAT run config; refuses what the format cannot express."""
+def check_released_runtime(config: Config, runtime: str = "hf") -> None:
+    """Raises a one-line `ConversionError` naming the config field when the released runtime `runtime` (see
+    `RUNTIMES`) would misread or refuse an export of `config`."""
     cfg = config.model
+    if runtime not in RUNTIMES:
+        raise ConversionError(f"unknown released runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     if not isinstance(kind_of(config), HatKind):
         raise ConversionError(f"model.kind is {cfg.kind!r}: the released HAT format holds kind 'hat' models only")
     if cfg.pooling.rope_theta != cfg.encoder.rope_theta:
@@ -217,20 +249,57 @@ def released_config_json(config: Config, torch_dtype: str) -> dict[str, Any]:
             "model.pooling.rope_scaling differs from model.encoder.rope_scaling: the released format rotates "
             "pooling with the encoder's RoPE"
         )
+    if pooling_head_dim(cfg) != cfg.encoder.resolved_head_dim:
+        raise ConversionError(
+            f"model.pooling.head_dim ({pooling_head_dim(cfg)}) differs from the encoder's head dim "
+            f"({cfg.encoder.resolved_head_dim}): the released connector builds its RoPE from encoder_config"
+        )
+    if cfg.decoder.sliding_window != cfg.encoder.sliding_window:
+        raise ConversionError(
+            f"model.decoder.sliding_window ({cfg.decoder.sliding_window}) differs from model.encoder.sliding_window "
+            f"({cfg.encoder.sliding_window}): the released vLLM runtime applies the top-level sliding_window to both"
+        )
+    if runtime == "vllm":
+        pool_width = cfg.pooling.num_heads * pooling_head_dim(cfg)
+        if not cfg.cross_attn_every_layer:
+            raise ConversionError(
+                "model.cross_attn_every_layer is false: the released vLLM runtime builds cross-attention in every "
+                "decoder layer"
+            )
+        if cfg.pooling.qk_norm:
+            raise ConversionError("model.pooling.qk_norm is true: the released vLLM runtime has no pooling QK-norm")
+        if pool_width != cfg.backbone.hidden_size:
+            raise ConversionError(
+                f"model.pooling.num_heads x head_dim ({pool_width}) differs from model.backbone.hidden_size "
+                f"({cfg.backbone.hidden_size}): the released vLLM runtime sizes the latent query by the "
+                "cross-attention width"
+            )
+
+
+def released_config_json(config: Config, torch_dtype: str, runtime: str = "hf") -> dict[str, Any]:
+    """The released-format config.json of a hat HAT run config; refuses what the format, or the released runtime
+    `runtime`, cannot express (`check_released_runtime`)."""
+    check_released_runtime(config, runtime)
+    cfg = config.model
     seq_bytes, max_words = config.data.seq_bytes, config.data.max_words
     encoder = _stack_json(cfg.encoder, cfg.vocab_size, seq_bytes)
     encoder["cross_attention_config"] = _cross_json(
-        cfg, cfg.backbone.hidden_size, cfg.encoder.hidden_size, cfg.pooling.qk_norm
+        _cross_heads(cfg), cfg.backbone.hidden_size, cfg.encoder.hidden_size, cfg.pooling.qk_norm
     )
     decoder = _stack_json(cfg.decoder, cfg.vocab_size, seq_bytes)
     # q/k of the decoder cross-attention are exported as zeros, so no norm between them is needed.
-    decoder["cross_attention_config"] = _cross_json(cfg, cfg.decoder.hidden_size, cfg.backbone.hidden_size, False)
+    decoder["cross_attention_config"] = _cross_json(
+        _decoder_cross_heads(cfg), cfg.decoder.hidden_size, cfg.backbone.hidden_size, False
+    )
     decoder["cross_attn_every_layer"] = cfg.cross_attn_every_layer
     return {
         "model_type": MODEL_TYPE,
         "architectures": ARCHITECTURES,
         "auto_map": AUTO_MAP,
-        "special_token_dict": {"<|eot_id|>": EOT_BYTE},
+        # The released runtimes need end-of-text among the special tokens (their stop token).
+        "special_token_dict": cfg.special_tokens or {"<|eot_id|>": EOT_BYTE},
+        # Read by hat only: the context rules the model was trained with, restored on import.
+        "hat_context": {"leading_end_of_text": cfg.leading_end_of_text, "special_tokens": cfg.special_tokens},
         "eos_token_id": EOT_BYTE,
         "max_word_size": cfg.max_word_bytes,
         "sliding_window": cfg.encoder.sliding_window,
@@ -305,7 +374,8 @@ def _cross(section: dict[str, Any], where: str, q_dim: int, kv_dim: int) -> Head
     """A released `cross_attention_config` -> its head geometry, checking the widths it connects."""
     where = f"{where}.cross_attention_config"
     cross = _field(section, "cross_attention_config", where.rsplit(".", 1)[0])
-    for key, expected in (("hidden_size_q", q_dim), ("hidden_size_kv", kv_dim), ("word_window_size", 1)):
+    # `word_window_size` is not checked: no released computation reads it.
+    for key, expected in (("hidden_size_q", q_dim), ("hidden_size_kv", kv_dim)):
         if _field(cross, key, where) != expected:
             raise ConversionError(f"unsupported config.json {where}.{key} {cross[key]} (hat needs {expected})")
     heads, hidden = int(_field(cross, "num_attention_heads", where)), int(_field(cross, "hidden_size", where))
@@ -314,8 +384,43 @@ def _cross(section: dict[str, Any], where: str, q_dim: int, kv_dim: int) -> Head
     return HeadShape(heads, int(_field(cross, "attention_num_kv_heads", where, heads)), hidden // heads)
 
 
-def config_from_released(released: dict[str, Any]) -> Config:
-    """A released HAT config.json -> a hat run config (`kind: hat`; data, train and parallel sections default)."""
+def _special_tokens(released: dict[str, Any]) -> dict[str, int]:
+    tokens = released.get("special_token_dict")
+    if tokens is None:
+        tokens = {"<|eot_id|>": EOT_BYTE}  # the released config class's default
+    if not isinstance(tokens, dict) or not all(isinstance(v, int) for v in tokens.values()):
+        raise ConversionError(f"config.json special_token_dict must map strings to byte values, got {tokens!r}")
+    try:
+        SpecialTokens(tokens)
+    except SpecialTokenError as error:
+        raise ConversionError(f"unsupported config.json special_token_dict: {error}") from None
+    return dict(tokens)
+
+
+def _context(released: dict[str, Any], enc_json: dict[str, Any], backbone_json: dict[str, Any]) -> DataConfig:
+    """The released runtime's context: `max_position_embeddings` bytes (top level, else the encoder's) in the
+    backbone's `max_position_embeddings` words."""
+    seq_bytes = released.get("max_position_embeddings", enc_json.get("max_position_embeddings"))
+    max_words = backbone_json.get("max_position_embeddings")
+    if not isinstance(seq_bytes, int) or not isinstance(max_words, int):
+        raise ConversionError(
+            "config.json lacks max_position_embeddings (top level or encoder_config) or "
+            "backbone_config.max_position_embeddings: the context length of the released runtime"
+        )
+    return DataConfig(seq_bytes=seq_bytes, max_words=max_words)
+
+
+def _with_precision(stack: TransformerConfig, precision: str) -> TransformerConfig:
+    return dataclasses.replace(stack, norm_dtype="compute" if precision == "released" else "float32")
+
+
+def config_from_released(released: dict[str, Any], precision: str = "float32") -> Config:
+    """A released HAT config.json -> a hat run config (`kind: hat`) that carries what the released runtime does
+    around the network: its context length, special tokens, no leading end-of-text (unless the checkpoint is a hat
+    export, whose `hat_context` is restored) and per-part windows. `precision="released"` also runs it as the
+    released runtime does: bfloat16 compute, norms without upcast. Train and parallel sections default."""
+    if precision not in PRECISIONS:
+        raise ConversionError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
     if released.get("model_type") != MODEL_TYPE:
         raise ConversionError(f"config.json model_type is {released.get('model_type')!r}, expected {MODEL_TYPE!r}")
     if released.get("eos_token_id", EOT_BYTE) != EOT_BYTE:
@@ -327,18 +432,18 @@ def config_from_released(released: dict[str, Any]) -> Config:
         sections[name] = released[name]
     enc_json, dec_json = sections["encoder_config"], sections["decoder_config"]
     window = released.get("sliding_window")
-    encoder = _stack(enc_json, "encoder_config", window)
-    backbone = _stack(sections["backbone_config"], "backbone_config", None)
-    decoder = _stack(dec_json, "decoder_config", window)
+    # Each part's own `sliding_window` (as the HF remote code reads it), else the top-level one.
+    encoder = _with_precision(_stack(enc_json, "encoder_config", window), precision)
+    backbone = _with_precision(_stack(sections["backbone_config"], "backbone_config", None), precision)
+    decoder = _with_precision(_stack(dec_json, "decoder_config", window), precision)
     if encoder.hidden_size != decoder.hidden_size:
         raise ConversionError("config.json decoder_config.hidden_size differs from encoder_config.hidden_size")
     pool = _cross(enc_json, "encoder_config", backbone.hidden_size, encoder.hidden_size)
     dec_cross = _cross(dec_json, "decoder_config", decoder.hidden_size, backbone.hidden_size)
-    if dec_cross != pool:
-        # hat's decoder cross-attention shares the pooling's head geometry.
+    if dec_cross.heads % dec_cross.kv_heads:
         raise ConversionError(
-            f"unsupported config.json decoder_config.cross_attention_config heads/hidden_size {dec_cross} "
-            f"(hat needs the encoder's {pool})"
+            "config.json decoder_config.cross_attention_config.num_attention_heads must be a multiple of "
+            "attention_num_kv_heads"
         )
     cross_json = enc_json["cross_attention_config"]
     pool_qk_norm = bool(cross_json.get("key_query_norm", False))
@@ -359,6 +464,16 @@ def config_from_released(released: dict[str, Any]) -> Config:
         rope_theta=encoder.rope_theta,
         rope_scaling=encoder.rope_scaling,
     )
+    decoder_cross = CrossAttentionConfig(dec_cross.heads, dec_cross.kv_heads, dec_cross.head_dim)
+    special_tokens = _special_tokens(released)
+    if any(value >= vocab for value in special_tokens.values()):
+        raise ConversionError(f"config.json special_token_dict {special_tokens} holds ids outside vocab_size {vocab}")
+    # A hat export records hat's own context rules; a released checkpoint is fed as the released runtime feeds it.
+    hat_context = released.get("hat_context") or {}
+    if not isinstance(hat_context, dict):
+        raise ConversionError(f"config.json hat_context must be a mapping, got {hat_context!r}")
+    if "special_tokens" in hat_context:
+        special_tokens = _special_tokens({"special_token_dict": hat_context["special_tokens"]})
     model = ModelConfig(
         kind="hat",
         vocab_size=vocab,
@@ -368,16 +483,21 @@ def config_from_released(released: dict[str, Any]) -> Config:
         backbone=backbone,
         decoder=decoder,
         cross_attn_every_layer=bool(dec_json.get("cross_attn_every_layer", False)),
+        compute_dtype="bfloat16" if precision == "released" else "float32",
+        special_tokens=special_tokens,
+        leading_end_of_text=bool(hat_context.get("leading_end_of_text", False)),
+        decoder_cross_attention=None if dec_cross == pool else decoder_cross,
     )
-    return Config(model=model)
+    return Config(model=model, data=_context(released, enc_json, sections["backbone_config"]))
 
 
 # ---- import ---------------------------------------------------------------------------------------------------
 
 
-def import_released(released_dir: str | Path, out_dir: str | Path) -> Path:
+def import_released(released_dir: str | Path, out_dir: str | Path, precision: str = "float32") -> Path:
     """Converts a released HAT checkpoint directory (config.json + safetensors, single or sharded) into a hat
-    parameter store at `out_dir`, one tensor in memory at a time; returns the store's path."""
+    parameter store at `out_dir`, one tensor in memory at a time; returns the store's path. `precision`: see
+    `config_from_released`."""
     released_dir = Path(released_dir)
     if Path(out_dir).exists():
         raise ConversionError(f"output directory already exists: {Path(out_dir).resolve()} (choose a new path)")
@@ -388,7 +508,7 @@ def import_released(released_dir: str | Path, out_dir: str | Path) -> Path:
         released_json = json.loads(config_path.read_text())
     except json.JSONDecodeError as error:
         raise ConversionError(f"{config_path} is not valid JSON ({error})") from None
-    config = config_from_released(released_json)
+    config = config_from_released(released_json, precision)
     tensors = SafetensorsDir(released_dir)
     rows = released_rows(config.model)
     hat_shapes = model_param_shapes(config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import os
 import sysconfig
@@ -24,10 +25,10 @@ from hat.config import EOT_BYTE
 from hat.data.arrays import Appender, Array, open_array, read_range
 from hat.data.cache import MANIFEST, build_once, cache_key
 from hat.errors import HatError
-from hat.text import word_lengths
+from hat.text import SpecialTokens, word_lengths
 
 # Bump when the prepared layout or the splitter's output changes, so stale caches are not reused.
-PREPARED_FORMAT_VERSION = 1
+PREPARED_FORMAT_VERSION = 2
 
 
 class CorpusError(HatError, ValueError):
@@ -40,6 +41,17 @@ class Document:
 
     path: Path
     key: str
+
+    def stat(self) -> os.stat_result:
+        """The file's status; a file that vanished (or cannot be reached) since the corpus was listed is a
+        `CorpusError`."""
+        try:
+            return self.path.stat()
+        except OSError as error:
+            raise CorpusError(
+                f"cannot read corpus file {self.path}: {error.strerror} (it changed while the corpus was listed or "
+                "prepared; rerun)"
+            ) from None
 
 
 def stdlib_root() -> Path:
@@ -159,13 +171,21 @@ def iter_document_words(
         yield doc, data, word_lengths(data, max_word_bytes)
 
 
-def prepare_in_memory(docs: Sequence[Document] | Sequence[bytes], max_word_bytes: int | None) -> PreparedCorpus:
-    """Prepares documents (files or raw byte strings) into numpy arrays; for evaluation of a few files."""
+def prepare_in_memory(
+    docs: Sequence[Document] | Sequence[bytes], max_word_bytes: int | None, special_tokens: SpecialTokens | None = None
+) -> PreparedCorpus:
+    """Prepares documents (files or raw byte strings) into numpy arrays; for evaluation of a few files. With
+    `special_tokens`, each document's special-token strings become their bytes first (as the released runtime
+    feeds them)."""
+    special_tokens = special_tokens or SpecialTokens({})
     chunks, lengths, doc_ends, offset = [], [], [], 0
     for doc in docs:
-        data = doc if isinstance(doc, bytes) else read_document(doc)
+        data = special_tokens.encode(doc if isinstance(doc, bytes) else read_document(doc))
         chunks += [np.frombuffer(data, np.uint8), np.array([EOT_BYTE], np.uint8)]
-        lengths += [word_lengths(data, max_word_bytes).astype(np.int64), np.ones(1, np.int64)]
+        lengths += [
+            word_lengths(data, max_word_bytes, special_tokens.special_bytes).astype(np.int64),
+            np.ones(1, np.int64),
+        ]
         offset += len(data)
         doc_ends.append(offset)
         offset += 1
@@ -179,13 +199,14 @@ def prepare_corpus(
 ) -> PreparedCorpus:
     """Splits `docs` into words and writes them as tensorstore arrays under `cache_dir`, or reuses a prior run's.
 
-    The directory appears atomically (`hat.data.cache.build_once`), so a run killed while preparing never leaves a
-    half-written corpus that a later run would trust.
+    The directory appears atomically (`hat.data.cache.build_once`), so a run killed while preparing, or stopped by
+    a full disk (a one-line `StorageError`), never leaves a half-written corpus that a later run would trust.
     """
     if not docs:
         raise CorpusError(f"{name}: no documents to prepare")
     final = Path(cache_dir) / f"{name}-{cache_key(docs, PREPARED_FORMAT_VERSION, max_word_bytes)}"
-    return load_prepared(build_once(final, lambda out: _write_prepared(docs, out, max_word_bytes, name)))
+    write = lambda out: _write_prepared(docs, out, max_word_bytes, name)  # noqa: E731
+    return load_prepared(build_once(final, write, what=f"the prepared {name} corpus"))
 
 
 def _write_prepared(docs: Sequence[Document], out: Path, max_word_bytes: int | None, name: str) -> None:
@@ -193,7 +214,7 @@ def _write_prepared(docs: Sequence[Document], out: Path, max_word_bytes: int | N
     start_out = Appender.create(out / "word_starts", np.int64)
     start_out.append(np.zeros(1, np.int64))
     offset, doc_ends, skipped = 0, [], []
-    total = sum(doc.path.stat().st_size for doc in docs)
+    total = sum(doc.stat().st_size for doc in docs)
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"preparing {name}", leave=False) as bar:
         for doc, data, lengths in iter_document_words(docs, max_word_bytes):
             bar.update(len(data))
@@ -209,7 +230,10 @@ def _write_prepared(docs: Sequence[Document], out: Path, max_word_bytes: int | N
             start_out.append(np.array([offset], np.int64))
     byte_out.flush()
     start_out.flush()
-    np.save(out / "doc_ends.npy", np.asarray(doc_ends, np.int64))
+    # Through Python's own file write: numpy's writes report a full disk as an OSError without errno.
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(doc_ends, np.int64))
+    (out / "doc_ends.npy").write_bytes(buffer.getvalue())
     manifest = {
         "format_version": PREPARED_FORMAT_VERSION,
         "max_word_bytes": max_word_bytes,

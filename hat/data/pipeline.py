@@ -2,8 +2,9 @@
 
 Every sequence is `[EOT] + whole words`, at most `seq_bytes + 1` bytes: inputs are positions 0..n-1 and
 targets positions 1..n, so consecutive sequences score every corpus byte exactly once, and the leading EOT gives
-the first word a byte to be predicted from. Batches are addressed by step (`batch = dataset[step]`), so a resumed
-run starts at any step without replaying the earlier ones.
+the first word a byte to be predicted from. Without the leading end-of-text (`ContextRules`, models imported from
+the released runtime) a sequence is its words, and its last target is the next sequence's first byte. Batches are
+addressed by step (`batch = dataset[step]`), so a resumed run starts at any step without replaying the earlier ones.
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ import grain
 import numpy as np
 
 from hat.data.corpus import PreparedCorpus
-from hat.data.layout import layout_inputs, word_ids_of
+from hat.data.layout import HAT_CONTEXT, ContextRules, layout_inputs, word_ids_of
 
 _PACK_CHUNK_WORDS = 1 << 22
 
 
-def pack_sequences(corpus: PreparedCorpus, seq_bytes: int, max_words: int) -> np.ndarray:
+def pack_sequences(
+    corpus: PreparedCorpus, seq_bytes: int, max_words: int, rules: ContextRules = HAT_CONTEXT
+) -> np.ndarray:
     """Greedy packing: the first word of every sequence, plus a final sentinel (int64, length num_seqs + 1).
 
     Sequence i holds words [starts[i], starts[i+1]); their bytes total at most `seq_bytes` and they number at
-    most `max_words - 1` (one slot is the leading EOT). Word starts are read in chunks, so this works on corpora
-    larger than memory.
+    most `max_words - 1` (one slot is the leading EOT; `max_words` without it). Word starts are read in chunks, so
+    this works on corpora larger than memory.
     """
     first_words = [0]
     num_words = corpus.num_words
@@ -40,7 +43,7 @@ def pack_sequences(corpus: PreparedCorpus, seq_bytes: int, max_words: int) -> np
         limit = chunk[local] + seq_bytes
         # The last word end that still fits the byte budget, capped by the word budget.
         end_local = int(np.searchsorted(chunk, limit, side="right")) - 1
-        end_local = min(end_local, local + max_words - 1, num_words - chunk_base)
+        end_local = min(end_local, local + max_words - rules.lead, num_words - chunk_base)
         if end_local <= local:
             raise ValueError(f"word {word} is longer than seq_bytes={seq_bytes}; raise data.seq_bytes")
         word = chunk_base + end_local
@@ -61,11 +64,14 @@ class PackedSequences(grain.sources.RandomAccessDataSource):
     first_words: np.ndarray
     seq_bytes: int
     max_words: int
+    rules: ContextRules = HAT_CONTEXT
 
     @classmethod
-    def build(cls, corpus: PreparedCorpus, seq_bytes: int, max_words: int) -> PackedSequences:
+    def build(
+        cls, corpus: PreparedCorpus, seq_bytes: int, max_words: int, rules: ContextRules = HAT_CONTEXT
+    ) -> PackedSequences:
         """Packs `corpus` and returns the source over its sequences."""
-        return cls(corpus, pack_sequences(corpus, seq_bytes, max_words), seq_bytes, max_words)
+        return cls(corpus, pack_sequences(corpus, seq_bytes, max_words, rules), seq_bytes, max_words, rules)
 
     def __len__(self) -> int:
         return len(self.first_words) - 1
@@ -74,33 +80,52 @@ class PackedSequences(grain.sources.RandomAccessDataSource):
         first, last = int(self.first_words[index]), int(self.first_words[index + 1])
         starts = self.corpus.read_word_starts(first, last + 1)
         begin, end = int(starts[0]), int(starts[-1])
+        # Without the leading end-of-text the byte after the sequence is its last target.
+        stop = min(end + 1, self.corpus.num_bytes) if not self.rules.lead else end
+        data = self.corpus.read_bytes(begin, stop)
         return make_example(
-            self.corpus.read_bytes(begin, end),
+            data[: end - begin],
             starts - begin,
             separators=self.corpus.doc_ends[
-                np.searchsorted(self.corpus.doc_ends, begin) : np.searchsorted(self.corpus.doc_ends, end)
+                np.searchsorted(self.corpus.doc_ends, begin) : np.searchsorted(self.corpus.doc_ends, stop)
             ]
             - begin,
             seq_bytes=self.seq_bytes,
             max_words=self.max_words,
+            rules=self.rules,
+            next_bytes=data[end - begin :],
         )
 
 
 def make_example(
-    data: np.ndarray, word_starts: np.ndarray, separators: np.ndarray, seq_bytes: int, max_words: int
+    data: np.ndarray,
+    word_starts: np.ndarray,
+    separators: np.ndarray,
+    seq_bytes: int,
+    max_words: int,
+    rules: ContextRules = HAT_CONTEXT,
+    next_bytes: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Lays out one sequence: EOT, then `data` (whole words starting at `word_starts`), padded to seq_bytes
-    (`hat.data.layout`, the layout inference uses too)."""
-    n = len(data)
-    # Input position i holds data[i - 1]; the last data byte is only ever a target.
-    word_of_byte = word_ids_of(np.diff(word_starts))
-    inputs, word_ids = layout_inputs(data[: n - 1], word_of_byte[: n - 1], seq_bytes, max_words)
+    (`hat.data.layout`, the layout inference uses too). Without the leading end-of-text, `data` itself is the
+    input and `next_bytes` (the byte after it, if any) its last target; `separators` may then include its index."""
+    word_of_byte = word_ids_of(np.diff(word_starts), rules)
+    if rules.lead:
+        # Input position i holds data[i - 1]; the last data byte is only ever a target.
+        n = len(data)
+        inputs, word_ids = layout_inputs(data[: n - 1], word_of_byte[: n - 1], seq_bytes, max_words, rules)
+        targets_data, target_separators = data, separators
+    else:
+        inputs, word_ids = layout_inputs(data, word_of_byte, seq_bytes, max_words, rules)
+        targets_data = np.concatenate([data[1:], next_bytes if next_bytes is not None else data[:0]])
+        n = len(targets_data)
+        target_separators = separators[separators > 0] - 1
     targets = np.zeros(seq_bytes, np.int32)
-    targets[:n] = data
+    targets[:n] = targets_data
     loss_mask = np.zeros(seq_bytes, np.float32)
     loss_mask[:n] = 1.0
     text_mask = loss_mask.copy()
-    text_mask[separators] = 0.0
+    text_mask[target_separators] = 0.0
     return {
         "inputs": inputs,
         "targets": targets,

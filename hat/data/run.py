@@ -8,7 +8,9 @@ from pathlib import Path
 import grain
 
 from hat.config import Config
+from hat.data.atomic import replace_file
 from hat.data.corpus import Document, resolve_documents, split_documents
+from hat.data.primer import script_primer
 
 
 @dataclass
@@ -32,6 +34,21 @@ def cache_directory(config: Config) -> Path:
 
 
 def split_run_documents(config: Config) -> tuple[list[Document], list[Document]]:
-    """The configured corpus's files, split by file into (training, held-out), deterministically."""
+    """The configured corpus's files, split by file into (training, held-out), deterministically; the training
+    split ends with the script primer when `data.script_primer_bytes` asks for one (`hat.data.primer`)."""
     docs = resolve_documents(config.data.corpus)
-    return split_documents(docs, config.data.eval_fraction, config.data.seed)
+    train, heldout = split_documents(docs, config.data.eval_fraction, config.data.seed)
+    if config.data.script_primer_bytes:
+        train.append(_primer_document(config))
+    return train, heldout
+
+
+def _primer_document(config: Config) -> Document:
+    """The primer as a file in the cache directory, written once: its size and modification time are part of the
+    prepared data's cache key, so rewriting it every run would rebuild the data every run."""
+    size, seed = config.data.script_primer_bytes, config.data.seed
+    path = cache_directory(config) / f"script_primer-{size}-{seed}.txt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_file(path, script_primer(size, seed))
+    return Document(path, path.name)

@@ -79,7 +79,8 @@ def prepare_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], cache_dir:
     once and atomically (`hat.data.cache.build_once`) like `hat.data.prepare_corpus`."""
     tokenizer_hash = hashlib.sha256(tokenizer.hf.to_str().encode()).hexdigest()[:16]
     final = Path(cache_dir) / f"{name}-bpe-{store_key(docs, tokenizer_hash)}"
-    return BPETokens.open(build_once(final, lambda out: _write_tokens(tokenizer, docs, out, name)))
+    write = lambda out: _write_tokens(tokenizer, docs, out, name)  # noqa: E731
+    return BPETokens.open(build_once(final, write, what=f"the {name} token corpus"))
 
 
 def _write_tokens(tokenizer: BPETokenizer, docs: Sequence[Document], out: Path, name: str) -> None:

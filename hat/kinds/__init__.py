@@ -35,7 +35,7 @@ def kind_of(config: Config) -> ModelKind:
         raise ConfigError(
             f"model.kind {key[0]} does not run on data.format {key[1]}; the registered kinds are {pairs}"
         )
-    kind.validate(config)
+    kind.check(config)
     return kind
 
 

@@ -103,6 +103,17 @@ class ModelKind(abc.ABC):
 
     # --- config and training shapes -------------------------------------------------------------------------
 
+    # Whether the network's inputs are bytes (hashed byte n-gram embeddings, `model.ngrams`, need them).
+    byte_inputs: bool = True
+
+    def check(self, config: Config) -> None:
+        """Raises `ConfigError` for settings this kind cannot run with: what all kinds share, then `validate`."""
+        require(
+            self.byte_inputs or not config.model.ngrams.sizes,
+            f"model.ngrams hashes byte n-grams, but a {self.description} reads tokens (remove model.ngrams)",
+        )
+        self.validate(config)
+
     def validate(self, config: Config) -> None:
         """Raises `ConfigError` for settings this kind cannot run with (beyond what `hat.config` checks); the
         base kind needs nothing more."""
@@ -136,8 +147,15 @@ class ModelKind(abc.ABC):
     def scorer(self, loaded: LoadedModel, batch_size: int = 8) -> Scorer:
         """A scorer of files for the evaluation suite and `hat.evaluate.evaluate_files`."""
 
-    def evaluate_files(self, loaded: LoadedModel, paths: Sequence[Path], batch_size: int = 8) -> dict[str, Any]:
-        """Bits per byte of `loaded` over the files (each one document), and the kind's own figures."""
+    def evaluate_files(
+        self, loaded: LoadedModel, paths: Sequence[Path], batch_size: int = 8, exact: bool = False
+    ) -> dict[str, Any]:
+        """Bits per byte of `loaded` over the files (each one document), and the kind's own figures. `exact`:
+        through the exact next-byte chain where that differs from the kind's scorer (token LMs over a
+        tokenizer); a kind without one refuses it."""
+        if exact:
+            raise KindError(f"{loaded.path}: --exact scores a BPE token LM's next-byte chain; a {self.description} "
+                            "has none (its default scoring is already its exact probability)")
         score = self.scorer(loaded, batch_size)(paths, timed=False)
         return {"bits_per_byte": score.bits_per_byte, "bytes": score.bytes, **score.extra}
 
@@ -196,6 +214,7 @@ class TokenModelKind(ModelKind):
     model_kind = "token_lm"
     unit = "token"
     export_format = "hf"
+    byte_inputs = False
 
     def batch_fields(self) -> dict[str, Any]:
         return super().batch_fields() | {"target_bytes": jnp.float32}

@@ -3,23 +3,27 @@ byte-level distributions."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from hat import data as hat_data
 from hat.byteprob.bytelevel import ByteLevelModel, NativeByteModel
 from hat.checkpoint import LoadedModel
 from hat.config import Config
-from hat.data.layout import fit_context
+from hat.data.layout import ContextRules, fit_context
 from hat.data.run import RunData, cache_directory, split_run_documents
-from hat.kinds.base import ModelKind, Scorer
+from hat.kinds.base import ModelKind, Scorer, require
+from hat.sampling import Sampling
 
 
 class ByteScorer(Scorer):
-    """Files packed into byte windows exactly as training packs them (`hat.data.pipeline`)."""
+    """Files packed into byte windows exactly as training packs them (`hat.data.pipeline`), under the model's
+    context rules (`hat.data.layout.ContextRules`: leading end-of-text, special tokens)."""
 
     def source(self, texts: Sequence[bytes]) -> tuple[hat_data.PackedSequences, dict[str, float]]:
-        corpus = hat_data.prepare_in_memory(list(texts), self.config.model.max_word_bytes)
-        return hat_data.PackedSequences.build(corpus, self.config.data.seq_bytes, self.config.data.max_words), {}
+        model, data = self.config.model, self.config.data
+        rules = ContextRules.of(model)
+        corpus = hat_data.prepare_in_memory(list(texts), model.max_word_bytes, rules.special_tokens)
+        return hat_data.PackedSequences.build(corpus, data.seq_bytes, data.max_words, rules), {}
 
 
 def prepare_byte_data(config: Config) -> RunData:
@@ -30,7 +34,10 @@ def prepare_byte_data(config: Config) -> RunData:
     if train.num_words == 0:
         raise hat_data.CorpusError(f"the training files of data.corpus={data_cfg.corpus!r} hold no bytes")
     heldout = hat_data.prepare_corpus(heldout_docs, cache_dir, max_word, name="heldout") if heldout_docs else None
-    pack = lambda corpus: hat_data.PackedSequences.build(corpus, data_cfg.seq_bytes, data_cfg.max_words)  # noqa: E731
+    rules = ContextRules.of(config.model)
+    pack = lambda corpus: hat_data.PackedSequences.build(  # noqa: E731
+        corpus, data_cfg.seq_bytes, data_cfg.max_words, rules
+    )
     return RunData(
         pack(train), pack(heldout) if heldout else None, len(train_docs), len(heldout_docs), train.num_text_bytes
     )
@@ -52,8 +59,33 @@ class ByteModelKind(ModelKind):
         return ByteScorer(loaded, batch_size)
 
     def byte_model(self, loaded: LoadedModel) -> ByteLevelModel:
+        require(
+            loaded.config.model.leading_end_of_text,
+            "a byte-level model gives a distribution before the first byte; a model fed without a leading "
+            "end-of-text (model.leading_end_of_text: false, as the released runtime) has none",
+        )
         return NativeByteModel(loaded)
+
+    def generate(
+        self,
+        loaded: LoadedModel,
+        prompts: Sequence[bytes],
+        max_new_bytes: int,
+        sampling: Sampling,
+        stop: Sequence[bytes] = (),
+        use_cache: bool = True,
+    ) -> Iterator[tuple[int, bytes]]:
+        """`ModelKind.generate` with the model's special tokens (`model.special_tokens`): their strings in prompts
+        and stop strings are fed as their bytes, and generated special bytes are shown as their strings."""
+        tokens = ContextRules.of(loaded.config.model).special_tokens
+        if not tokens.mapping:
+            return super().generate(loaded, prompts, max_new_bytes, sampling, stop, use_cache)
+        pieces = super().generate(
+            loaded, [tokens.encode(p) for p in prompts], max_new_bytes, sampling, [tokens.encode(s) for s in stop],
+            use_cache,
+        )
+        return ((row, tokens.decode(piece)) for row, piece in pieces)
 
     def prompt_bytes_kept(self, config: Config, prompt: bytes) -> int:
         data, max_word = config.data, config.model.max_word_bytes
-        return len(fit_context(prompt, data.seq_bytes, data.max_words, max_word))
+        return len(fit_context(prompt, data.seq_bytes, data.max_words, max_word, ContextRules.of(config.model)))

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from hat.checkpoint import LoadedModel
 from hat.config import Config, check_stack
+from hat.data.layout import ContextRules
 from hat.kinds.base import require
 from hat.kinds.byte_data import ByteModelKind
 from hat.models import flops_per_byte
 from hat.sampling import Session
 from hat.sessions import HatSession, UncachedSession
-from hat.text import split_words
+from hat.text import SpecialTokenError, SpecialTokens
 
 
 class HatKind(ByteModelKind):
@@ -33,6 +34,19 @@ class HatKind(ByteModelKind):
             "model.tie_embeddings is for flat models (byte_lm, token_lm): HAT's byte embedding and head have "
             "different widths",
         )
+        cross = model.decoder_cross_attention
+        require(
+            cross is None or cross.num_heads % cross.num_kv_heads == 0,
+            "model.decoder_cross_attention.num_heads must be a multiple of num_kv_heads",
+        )
+        try:
+            special = SpecialTokens(model.special_tokens).special_bytes
+        except SpecialTokenError as error:
+            require(False, f"model.special_tokens: {error}")
+        require(
+            all(value < model.vocab_size for value in special),
+            f"model.special_tokens maps to byte values outside model.vocab_size ({model.vocab_size})",
+        )
         require(
             model.encoder.hidden_size == model.decoder.hidden_size,
             "model.decoder.hidden_size must equal model.encoder.hidden_size: the decoder reads the encoder's byte "
@@ -44,7 +58,8 @@ class HatKind(ByteModelKind):
         return config.data.seq_bytes / config.data.max_words
 
     def units(self, data: bytes, config: Config, source: Path | None = None) -> list[Hashable]:
-        return split_words(data, config.model.max_word_bytes)
+        rules = ContextRules.of(config.model)
+        return rules.split(rules.special_tokens.encode(data), config.model.max_word_bytes)
 
     def unit_vocabulary(self, config: Config) -> int | None:
         return None  # HAT's words are an open set

@@ -36,7 +36,12 @@ __all__ = [
 
 # Reporting groups: top-level parameter paths (first one or two path keys) that make up each part.
 _PARAM_GROUPS = {
-    "embedding": (("encoder", "embedding_layer"), ("embedding_layer",)),
+    "embedding": (
+        ("encoder", "embedding_layer"),
+        ("embedding_layer",),
+        ("encoder", "ngram_embedding"),
+        ("ngram_embedding",),
+    ),
     "encoder": (("encoder", "layers"),),
     "pooling": (("encoder_connector",),),
     "backbone": (("backbone",),),

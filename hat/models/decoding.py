@@ -35,6 +35,7 @@ from flax import nnx
 from hat.models import HAT, FlatLM
 from hat.models.hat import ByteRing
 from hat.models.kv_cache import KVCache
+from hat.models.ngrams import NgramEmbedding, history_at, next_history
 
 
 @jax.tree_util.register_dataclass
@@ -50,6 +51,7 @@ class HATState:
     length_B: jax.Array
     word_start_B: jax.Array  # first position of the open word
     word_index_B: jax.Array
+    history_BxH: jax.Array  # the latest bytes, for hashed n-gram embeddings (H = 0 without them)
 
 
 @jax.tree_util.register_dataclass
@@ -59,11 +61,16 @@ class FlatState:
 
     layers: tuple[KVCache, ...]
     length_B: jax.Array
+    history_BxH: jax.Array  # the latest units, for hashed n-gram embeddings (H = 0 without them)
 
 
 def _at(x_BxTx_: jax.Array, index_B: jax.Array) -> jax.Array:
     """Row b's entry `index_B[b]` along axis 1."""
     return jnp.take_along_axis(x_BxTx_, index_B.reshape(-1, *([1] * (x_BxTx_.ndim - 1))), axis=1)[:, 0]
+
+
+def _ngram_sizes(embedding: NgramEmbedding | None) -> tuple[int, ...]:
+    return embedding.sizes if embedding is not None else ()
 
 
 def _prefix_positions(length: int, lengths_B: jax.Array) -> jax.Array:
@@ -103,18 +110,20 @@ def flat_prefill(model: FlatLM, inputs_BxT: jax.Array, lengths_B: jax.Array) -> 
     """Runs the contexts `inputs_BxT[b, :lengths_B[b]]` (padded to T, the cache capacity); returns the state and
     the logits for each row's next unit."""
     batch, capacity = inputs_BxT.shape
-    x_BxTxD = jnp.take(model.embedding_layer[...], inputs_BxT, axis=0).astype(model.dtype)
+    x_BxTxD = model.embed(inputs_BxT)
     layers = model.backbone.layers
     caches = [layer.init_cache(batch, capacity) for layer in layers]
     x_BxTxD, caches = _run_layers(layers, x_BxTxD, _prefix_positions(capacity, lengths_B), caches)
-    return FlatState(caches, lengths_B), model.output_logits(_at(x_BxTxD, lengths_B - 1))
+    history_BxH = history_at(_ngram_sizes(model.ngram_embedding), inputs_BxT, lengths_B)
+    return FlatState(caches, lengths_B, history_BxH), model.output_logits(_at(x_BxTxD, lengths_B - 1))
 
 
 def flat_decode(model: FlatLM, state: FlatState, unit_B: jax.Array) -> tuple[FlatState, jax.Array]:
     """Appends one unit per row; returns the new state and the logits for the unit after it."""
-    x_Bx1xD = jnp.take(model.embedding_layer[...], unit_B[:, None], axis=0).astype(model.dtype)
+    x_Bx1xD = model.embed(unit_B[:, None], state.history_BxH)
     x_Bx1xD, caches = _run_layers(model.backbone.layers, x_Bx1xD, state.length_B[:, None], state.layers)
-    return FlatState(caches, state.length_B + 1), model.output_logits(x_Bx1xD[:, 0])
+    state = FlatState(caches, state.length_B + 1, next_history(state.history_BxH, unit_B))
+    return state, model.output_logits(x_Bx1xD[:, 0])
 
 
 def hat_prefill(
@@ -134,7 +143,7 @@ def hat_prefill(
     """
     batch, capacity = inputs_BxT.shape
     positions_BxT = _prefix_positions(capacity, lengths_B)
-    x_BxTxE = jnp.take(model.encoder.embedding_layer[...], inputs_BxT, axis=0).astype(model.encoder.dtype)
+    x_BxTxE = model.encoder.embed(inputs_BxT)
     encoder_caches = [layer.init_cache(batch, capacity) for layer in model.encoder.layers]
     enc_BxTxE, encoder_caches = _run_layers(model.encoder.layers, x_BxTxE, positions_BxT, encoder_caches)
 
@@ -162,6 +171,7 @@ def hat_prefill(
         length_B=lengths_B,
         word_start_B=word_start_B,
         word_index_B=open_word_B,
+        history_BxH=history_at(_ngram_sizes(model.encoder.ngram_embedding), inputs_BxT, lengths_B),
     )
     return state, model.output_logits(_at(x_BxTxE, last_B))
 
@@ -204,9 +214,14 @@ def hat_decode(model: HAT, state: HATState, byte_B: jax.Array) -> tuple[HATState
     """Appends one byte per row (encoder step, decoder step); returns the new state and the logits for the byte
     after it."""
     positions_Bx1 = state.length_B[:, None]
-    x_Bx1xE = jnp.take(model.encoder.embedding_layer[...], byte_B[:, None], axis=0).astype(model.encoder.dtype)
+    x_Bx1xE = model.encoder.embed(byte_B[:, None], state.history_BxH)
     x_Bx1xE, encoder_caches = _run_layers(model.encoder.layers, x_Bx1xE, positions_Bx1, state.encoder)
-    state = replace(state, encoder=encoder_caches, recent=state.recent.write(x_Bx1xE[:, 0], state.length_B))
+    state = replace(
+        state,
+        encoder=encoder_caches,
+        recent=state.recent.write(x_Bx1xE[:, 0], state.length_B),
+        history_BxH=next_history(state.history_BxH, byte_B),
+    )
     decoder_caches, x_Bx1xE = _decode_bytes(model, state, positions_Bx1)
     state = replace(state, decoder=decoder_caches, length_B=state.length_B + 1)
     return state, model.output_logits(x_Bx1xE[:, 0])

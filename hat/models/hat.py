@@ -36,7 +36,9 @@ from hat.models.layers import (
     normal_init,
     output_init,
     run_layers,
+    upcast_norms,
 )
+from hat.models.ngrams import NgramEmbedding
 from hat.models.sharding import constrain, gathered_table, make_param
 
 
@@ -45,12 +47,22 @@ def pooling_head_dim(cfg: ModelConfig) -> int:
     return cfg.pooling.head_dim or cfg.encoder.hidden_size // cfg.pooling.num_heads
 
 
+def decoder_cross_heads(cfg: ModelConfig) -> tuple[int, int, int]:
+    """`(heads, kv heads, head dim)` of the decoder cross-attention: `model.decoder_cross_attention`, else the
+    pooling's."""
+    if cfg.decoder_cross_attention is not None:
+        cross = cfg.decoder_cross_attention
+        return cross.num_heads, cross.num_kv_heads, cross.head_dim
+    return cfg.pooling.num_heads, cfg.pooling.num_kv_heads, pooling_head_dim(cfg)
+
+
 def _positions(length: int) -> jax.Array:
     return jnp.arange(length, dtype=jnp.int32)[None, :]
 
 
 class Encoder(nnx.Module):
-    """Byte embedding, then causal sliding-window Llama layers over the flat byte stream; no final norm."""
+    """Byte embedding (plus hashed n-gram embeddings, `cfg.ngrams`), then causal sliding-window Llama layers over
+    the flat byte stream; no final norm."""
 
     def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.dtype = dtype
@@ -58,12 +70,20 @@ class Encoder(nnx.Module):
         self.embedding_layer = make_param(
             rngs, normal_init(INIT_STD), (cfg.vocab_size, cfg.encoder.hidden_size), ("vocab", "embed")
         )
+        self.ngram_embedding = (
+            NgramEmbedding(cfg.ngrams, cfg.encoder.hidden_size, rngs=rngs) if cfg.ngrams.sizes else None
+        )
         self.layers = make_layers(cfg.encoder, dtype=dtype, rngs=rngs)
 
+    def embed(self, bytes_BxT: jax.Array, history_BxH: jax.Array | None = None) -> jax.Array:
+        """Input vectors B x T x E (compute dtype); `history_BxH`: the bytes before the chunk (`hat.models.ngrams`)."""
+        x_BxTxE = jnp.take(gathered_table(self.embedding_layer), bytes_BxT, axis=0)
+        if self.ngram_embedding is not None:
+            x_BxTxE = x_BxTxE + self.ngram_embedding(bytes_BxT, history_BxH)
+        return constrain(x_BxTxE, ACT_BxTxD).astype(self.dtype)
+
     def __call__(self, bytes_BxT: jax.Array) -> jax.Array:
-        x_BxTxE = constrain(jnp.take(gathered_table(self.embedding_layer), bytes_BxT, axis=0), ACT_BxTxD)
-        x_BxTxE = x_BxTxE.astype(self.dtype)
-        return run_layers(self.layers, x_BxTxE, _positions(bytes_BxT.shape[1]), remat=self.remat)
+        return run_layers(self.layers, self.embed(bytes_BxT), _positions(bytes_BxT.shape[1]), remat=self.remat)
 
 
 class PoolingAttention(nnx.Module):
@@ -84,6 +104,7 @@ class PoolingAttention(nnx.Module):
         dtype: jnp.dtype,
         norm_eps: float,
         rngs: nnx.Rngs,
+        upcast_norms: bool = True,
     ):
         self.dtype = dtype
         self.rope_theta = pool.rope_theta
@@ -99,8 +120,8 @@ class PoolingAttention(nnx.Module):
             rngs, fan_in_init(heads * head_dim), (heads, head_dim, q_dim), ("heads", "head_dim", "embed")
         )
         if pool.qk_norm:
-            self.norm_query = RMSNorm(head_dim, eps=norm_eps, rngs=rngs, axis_name="head_dim")
-            self.norm_key = RMSNorm(head_dim, eps=norm_eps, rngs=rngs, axis_name="head_dim")
+            self.norm_query = RMSNorm(head_dim, eps=norm_eps, rngs=rngs, axis_name="head_dim", upcast=upcast_norms)
+            self.norm_key = RMSNorm(head_dim, eps=norm_eps, rngs=rngs, axis_name="head_dim", upcast=upcast_norms)
         else:
             self.norm_query = self.norm_key = None
 
@@ -165,6 +186,7 @@ class EncoderConnector(nnx.Module):
             dtype=dtype,
             norm_eps=cfg.encoder.norm_eps,
             rngs=rngs,
+            upcast_norms=upcast_norms(cfg.encoder),
         )
 
     def __call__(self, enc_BxTxE: jax.Array, word_ids_BxT: jax.Array, num_words: int) -> jax.Array:
@@ -210,23 +232,23 @@ class DecoderCrossAttention(nnx.Module):
 
     def __init__(
         self,
-        pool: PoolingConfig,
+        heads: tuple[int, int, int],
         q_dim: int,
         kv_dim: int,
-        head_dim: int,
         num_layers: int,
         *,
         dtype: jnp.dtype,
         rngs: nnx.Rngs,
     ):
+        num_heads, num_kv_heads, head_dim = heads
         self.dtype = dtype
-        self.group_size = pool.num_heads // pool.num_kv_heads
+        self.group_size = num_heads // num_kv_heads
         self.v_proj = make_param(
-            rngs, normal_init(INIT_STD), (kv_dim, pool.num_kv_heads, head_dim), ("embed", "kv_heads", "head_dim")
+            rngs, normal_init(INIT_STD), (kv_dim, num_kv_heads, head_dim), ("embed", "kv_heads", "head_dim")
         )
         # Writes into the decoder's residual stream like an attention output, so it gets the same depth scaling.
         self.o_proj = make_param(
-            rngs, output_init(num_layers), (pool.num_heads, head_dim, q_dim), ("heads", "head_dim", "embed")
+            rngs, output_init(num_layers), (num_heads, head_dim, q_dim), ("heads", "head_dim", "embed")
         )
 
     def __call__(self, pred_BxWxD: jax.Array) -> jax.Array:
@@ -240,12 +262,13 @@ class DecoderBlock(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, cross_attention: bool, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         if cross_attention:
-            self.kv_norm = RMSNorm(cfg.backbone.hidden_size, eps=cfg.decoder.norm_eps, rngs=rngs)
+            self.kv_norm = RMSNorm(
+                cfg.backbone.hidden_size, eps=cfg.decoder.norm_eps, rngs=rngs, upcast=upcast_norms(cfg.decoder)
+            )
             self.cross_attention = DecoderCrossAttention(
-                cfg.pooling,
+                decoder_cross_heads(cfg),
                 q_dim=cfg.decoder.hidden_size,
                 kv_dim=cfg.backbone.hidden_size,
-                head_dim=pooling_head_dim(cfg),
                 num_layers=cfg.decoder.num_layers,
                 dtype=dtype,
                 rngs=rngs,
@@ -311,7 +334,9 @@ class HAT(nnx.Module):
         self.backbone = LlamaStack(cfg.backbone, dtype=dtype, remat=cfg.remat, scan=cfg.scan_layers, rngs=rngs)
         self.decoder_connector = DecoderConnector(cfg, rngs=rngs)
         self.decoder = Decoder(cfg, dtype=dtype, rngs=rngs)
-        self.layer_norm = RMSNorm(cfg.decoder.hidden_size, eps=cfg.decoder.norm_eps, rngs=rngs)
+        self.layer_norm = RMSNorm(
+            cfg.decoder.hidden_size, eps=cfg.decoder.norm_eps, rngs=rngs, upcast=upcast_norms(cfg.decoder)
+        )
         self.lm_head = make_param(
             rngs, normal_init(INIT_STD), (cfg.decoder.hidden_size, cfg.vocab_size), ("embed", "vocab")
         )
@@ -335,7 +360,11 @@ class HAT(nnx.Module):
 
     def output_logits(self, x_BxTxE: jax.Array) -> jax.Array:
         """Final RMSNorm and byte head: decoder states -> logits (float32)."""
-        logits_BxTxV = self.layer_norm(x_BxTxE.astype(jnp.float32)) @ self.lm_head[...]
+        if self.layer_norm.upcast:
+            logits_BxTxV = self.layer_norm(x_BxTxE.astype(jnp.float32)) @ self.lm_head[...]
+        else:
+            # Released precision: the final norm and the head run in the compute dtype too.
+            logits_BxTxV = (self.layer_norm(x_BxTxE) @ cast(self.lm_head, x_BxTxE.dtype)).astype(jnp.float32)
         return constrain(logits_BxTxV, ("act_batch", "act_length", "act_vocab"))
 
     def __call__(self, bytes_BxT: jax.Array, word_ids_BxT: jax.Array, num_words: int) -> jax.Array:

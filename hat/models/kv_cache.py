@@ -7,7 +7,8 @@ position of the context it can hold. Each slot records the position it holds (-1
 bookkeeping. A chunk of new positions attends to the cache slots before its own first position plus its own keys,
 and is then written into the cache; cached entries at or after the chunk's first position are stale (HAT recomputes
 the decoder states of bytes that move to a new word) and are hidden, then overwritten. Chunk entries at negative
-positions are padding: they are neither read by the other entries nor written.
+positions are padding: they are neither read by the other entries nor written. A single new position (a decoding
+step) is written first and attends over the cache alone, which holds it by then.
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def attend_cached(
     itself, then the chunk written into the cache. Outputs at padding entries are meaningless."""
     if cache.empty:
         out_BxLxNxH = attend(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, CausalMask(window))
+    elif q_BxLxNxH.shape[1] == 1:
+        # One position (a decoding step): written first, then read back from its slot with the others, so the
+        # cache is not copied into a concatenation. The entry it overwrites is one no query at that position
+        # reads (p - S: outside a window of S slots; a full-attention cache holds the whole context).
+        cache = cache.write(k_BxLxKxH, v_BxLxKxH, positions_BxL)
+        mask = PositionMask(positions_BxL, cache.pos_BxS, window)
+        return attend(q_BxLxNxH, cache.k_BxSxKxH, cache.v_BxSxKxH, mask), cache
     else:
         first_B = jnp.min(jnp.where(positions_BxL >= 0, positions_BxL, jnp.iinfo(jnp.int32).max), axis=1)
         seen_BxS = jnp.where(cache.pos_BxS < first_B[:, None], cache.pos_BxS, -1)

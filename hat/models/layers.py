@@ -50,16 +50,29 @@ def cast(param: nnx.Param, dtype: jnp.dtype) -> jax.Array:
 
 
 class RMSNorm(nnx.Module):
-    """Root-mean-square norm with a learned scale, computed in float32 and returned in the input dtype."""
+    """Root-mean-square norm with a learned scale, returned in the input dtype.
 
-    def __init__(self, dim: int, *, eps: float, rngs: nnx.Rngs, axis_name: str = "embed"):
+    Computed in float32 unless `upcast` is False: then every step runs in the input dtype, the scale cast to it
+    (the released TFree-HAT runtime's bfloat16 norms, `TransformerConfig.norm_dtype: compute`).
+    """
+
+    def __init__(self, dim: int, *, eps: float, rngs: nnx.Rngs, axis_name: str = "embed", upcast: bool = True):
         self.eps = eps
+        self.upcast = upcast
         self.scale = make_param(rngs, nnx.initializers.ones, (dim,), (axis_name,))
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
-        x32 = x_BxTxD.astype(jnp.float32)
-        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (normed * self.scale[...]).astype(x_BxTxD.dtype)
+        x = x_BxTxD.astype(jnp.float32) if self.upcast else x_BxTxD
+        # Accumulated in float32 and rounded once, as torch reduces a bfloat16 tensor (jnp.mean(dtype=bfloat16)
+        # would round the sum before dividing).
+        mean_square = jnp.mean(x * x, axis=-1, keepdims=True, dtype=jnp.float32).astype(x.dtype)
+        normed = x * jax.lax.rsqrt(mean_square + jnp.asarray(self.eps, x.dtype))
+        return (normed * self.scale[...].astype(x.dtype)).astype(x_BxTxD.dtype)
+
+
+def upcast_norms(cfg: TransformerConfig) -> bool:
+    """Whether the stack's norms compute in float32 (`norm_dtype`)."""
+    return cfg.norm_dtype == "float32"
 
 
 def rope_frequencies(head_dim: int, theta: float, scaling: RopeScalingConfig | None = None) -> jax.Array:
@@ -119,8 +132,9 @@ class Attention(nnx.Module):
             rngs, output_init(cfg.num_layers), (heads, head_dim, dim), ("heads", "head_dim", "embed")
         )
         if cfg.qk_norm:
-            self.q_norm = RMSNorm(head_dim, eps=cfg.norm_eps, rngs=rngs, axis_name="head_dim")
-            self.k_norm = RMSNorm(head_dim, eps=cfg.norm_eps, rngs=rngs, axis_name="head_dim")
+            upcast = upcast_norms(cfg)
+            self.q_norm = RMSNorm(head_dim, eps=cfg.norm_eps, rngs=rngs, axis_name="head_dim", upcast=upcast)
+            self.k_norm = RMSNorm(head_dim, eps=cfg.norm_eps, rngs=rngs, axis_name="head_dim", upcast=upcast)
         else:
             self.q_norm = self.k_norm = None
 
@@ -174,9 +188,9 @@ class DecoderLayer(nnx.Module):
     """One pre-norm Llama layer: x + attn(norm(x)), then x + mlp(norm(x))."""
 
     def __init__(self, cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps, rngs=rngs)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps, rngs=rngs, upcast=upcast_norms(cfg))
         self.self_attn = Attention(cfg, dtype=dtype, rngs=rngs)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps, rngs=rngs, upcast=upcast_norms(cfg))
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
     def init_cache(self, batch: int, capacity: int, recompute: int = 0) -> KVCache:

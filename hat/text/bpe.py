@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
-from hat.errors import HatError
+from hat.errors import HatError, writing
 
 EOT_TOKEN = "<|endoftext|>"
 EOT_ID = 0
@@ -69,6 +69,13 @@ _CHAR_TO_BYTE = {char: value for value, char in enumerate(BYTE_CHARS)}
 _TO_BYTE_CHARS = {value: char for value, char in enumerate(BYTE_CHARS)}
 
 
+def has_hat_rule(spec: dict) -> bool:
+    """Whether a parsed tokenizer.json pre-tokenizes with hat's own chunk rule (see the module docstring)."""
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    return any(s.get("type") == "Split" and s.get("pattern", {}).get("Regex") == _CHUNK_PATTERN_STR for s in steps)
+
+
 def split_chunks(data: bytes) -> list[bytes]:
     """The pre-tokenizer: `data` cut into chunks (lossless: they concatenate back to `data`)."""
     return CHUNK_RE.findall(data)
@@ -90,9 +97,11 @@ def _byte_chars(chunk: bytes) -> str:
 class BPETokenizer:
     """A byte-level BPE tokenizer: `encode(bytes) -> ids`, `decode(ids) -> bytes`, `token_bytes[id]`.
 
-    Id 0 is `<|endoftext|>` (decodes to no bytes); every other id decodes to a non-empty byte string and all 256
-    single bytes are tokens, so every byte string has an encoding.
+    Id 0 is `<|endoftext|>` (`eot_id`; decodes to no bytes); every other id decodes to a non-empty byte string and
+    all 256 single bytes are tokens, so every byte string has an encoding.
     """
+
+    eot_id = EOT_ID
 
     def __init__(self, tokenizer: Tokenizer, path: Path | None = None) -> None:
         self.hf = tokenizer
@@ -101,10 +110,12 @@ class BPETokenizer:
         self._bpe = Tokenizer.from_str(tokenizer.to_str())
         self._bpe.pre_tokenizer = pre_tokenizers.Sequence([])
         vocab = tokenizer.get_vocab()
-        if vocab.get(EOT_TOKEN) != EOT_ID or any(c not in vocab for c in BYTE_CHARS):
+        spec = json.loads(tokenizer.to_str())
+        if vocab.get(EOT_TOKEN) != EOT_ID or any(c not in vocab for c in BYTE_CHARS) or not has_hat_rule(spec):
             raise TokenizerError(
-                f"{path or 'tokenizer'}: not a hat byte-level BPE tokenizer (needs {EOT_TOKEN} as id 0 and all 256 "
-                "byte tokens); train one with hat.text.bpe.train_tokenizer"
+                f"{path or 'tokenizer'}: not a hat byte-level BPE tokenizer (needs {EOT_TOKEN} as id 0, all 256 "
+                "byte tokens and hat's chunk rule); train one with hat.text.bpe.train_tokenizer, or load a foreign "
+                "tokenizer with hat.text.hf_bpe.load_any_tokenizer"
             )
         self.vocab_size = max(vocab.values()) + 1
         self.token_bytes: list[bytes] = [b""] * self.vocab_size
@@ -142,12 +153,21 @@ class BPETokenizer:
         return b"".join(self.token_bytes[i] for i in ids)
 
     def save(self, path: str | Path) -> None:
-        """Writes tokenizer.json atomically."""
+        """Writes tokenizer.json atomically: `path` holds the previous file or the new one, never a part of it; a
+        full or unwritable disk is a one-line `hat.errors.StorageError`.
+
+        (`hat.data.atomic.replace_file` does the same for text, but `hat.text` sits below `hat.data`.)
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self.hf.save(str(tmp))
-        os.replace(tmp, path)
+        with writing(f"the tokenizer {path}", "the previous file there, if any, is unchanged"):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.hf.save(str(tmp))
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
 
 
 def _new_tokenizer() -> Tokenizer:

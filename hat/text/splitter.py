@@ -6,9 +6,11 @@ The rule of HAT as released (arXiv 2501.10322, Aleph Alpha's ``hat-splitter``):
 2. Also cut before and after every punctuation character (``\p{P}``), so each is a chunk of its own.
 3. Also cut camelCase between a lowercase (``\p{Ll}``) and an uppercase (``\p{Lu}``) letter.
 4. Build words from the chunks. A chunk that is exactly one space ``" "`` joins the following word; punctuation
-   chunks join the preceding word, space or punctuation; any other chunk that starts with whitespace
-   (``[\p{Z}\t\r\n\f]``, e.g. ``"\n"``, ``"  "``, ``"\t"``) is a word of its own. So a word is either one such
-   whitespace chunk or ``[" "] [other chunk] punctuation*``.
+   chunks join the preceding word, space or punctuation; any other chunk made of whitespace only (Unicode
+   ``White_Space``, Rust's ``\s``: e.g. ``"\n"``, ``"  "``, ``"\t"``, ``"\x0b"``, ``"\x85"``) is a word of its own. A
+   whitespace chunk that UAX #29 extends with combining marks (``" \u0301"``) is not whitespace only: like a word
+   chunk it takes the punctuation after it. So a word is one whitespace-only chunk, or
+   ``[" "] [other chunk] punctuation*``, or ``[marked whitespace chunk] punctuation*``.
 5. Cut words longer than ``max_word_bytes`` bytes into pieces of at most that many bytes, at UTF-8 character
    boundaries.
 
@@ -27,6 +29,11 @@ Guarantees (all property-tested in ``tests/test_splitter.py``):
   ``split_words(x[a:])`` equals the words of ``split_words(x)`` from ``a`` on. Generation therefore needs only the
   current word: ``split_words(word + new_bytes)`` splits exactly as the full text would (see ``continues_word``).
 
+Special tokens (the released ``special_token_dict``) are byte values that never occur in valid UTF-8; given
+``special_bytes``, the text is first cut at every such byte, each is a one-byte word of its own, and the text on
+either side is split as a text of its own (released: the text is cut at the special-token strings, see
+``hat.text.special_tokens``). Both sides of a special byte are restart points, so the guarantees above still hold.
+
 Deviations from the released rule, each needed for one of these guarantees:
 
 * Characters of the UAX #29 classes MidLetter, MidNum, MidNumLet, Single_Quote and Double_Quote count as
@@ -38,6 +45,9 @@ Deviations from the released rule, each needed for one of these guarantees:
   in its chunk: ``"a.\u0301b" -> [b"a.\u0301", b"b"]``, released ``[b"a.", b"\u0301b"]``. Released, a word can start
   with such a mark, and UAX #29 then decides the boundaries after it by looking back past the word start (WB4 with
   WB7, WB11, WB13b), so the word would split differently on its own.
+* A marked whitespace chunk other than a single space does not join a single space before it: ``" \t\u0301."``
+  is ``[b" ", b"\t\u0301."]``, released one word. The space is a finished word once the tab arrives; the mark
+  after the tab would otherwise join them again.
 * Bytes that are not valid UTF-8 are one-byte characters of no class (decoded with ``surrogateescape``), so each
   is a word of its own unless a single space precedes it. An incomplete UTF-8 sequence at the very end joins the
   last word (see causality above).
@@ -54,6 +64,7 @@ Deviations from the released rule, each needed for one of these guarantees:
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 
 import numpy as np
@@ -66,12 +77,13 @@ _PUNCT = (
     r"\p{Word_Break=Single_Quote}\p{Word_Break=Double_Quote}"
 )
 _MARK = r"\p{Word_Break=Extend}\p{Word_Break=Format}\p{Word_Break=ZWJ}"
-_SPACE = r"\p{Z}\t\n\f\r"
+# Unicode White_Space, which is what Rust's `\s` (the released splitter's whitespace test) matches.
+_SPACE = r"\p{White_Space}"
 
 # ASCII pieces of the word pattern below. In ASCII, UAX #29 only joins letters/digits, runs of spaces and CR LF;
 # everything else is cut by the punctuation rule or stands alone.
 _ASCII_PUNCT = r"[!-#%-*,-/:;?@\[-\]_{}]"
-_ASCII_OTHER = r"[\x00-\x08\x0b\x0e-\x1f$+<=>^`|~\x7f]"
+_ASCII_OTHER = r"[\x00-\x08\x0e-\x1f$+<=>^`|~\x7f]"
 # A run of letters and digits up to the next lowercase-uppercase pair. [a-z]+ must not be followed by any letter, so
 # that backtracking can never end the run inside a lowercase stretch.
 _ASCII_ALNUM = r"(?=[A-Za-z0-9])(?:[A-Z0-9]+|[a-z]+(?![A-Za-z]))*[a-z]*"
@@ -87,8 +99,10 @@ _CHUNK = (
     rf"|(?:(?<!\x20)|(?![{_MARK}]))[^\x00-\x7f{_SPACE}{_PUNCT}](?:{_CONT})*"
 )
 _PUNCT_CHUNK = rf"(?:{_ASCII_PUNCT}|[{_PUNCT}])(?:(?=[^\x00-\x7f])[{_MARK}])*"
+# A whitespace chunk; when marks extend it (it then ends in a non-space), punctuation joins it as it joins a word.
 _SPACE_CHUNK = (
-    rf"\x20+{_NON_ASCII_CONT}|\r\n?|\n|[\t\f]{_NON_ASCII_CONT}|[^\x00-\x7f](?<=[{_SPACE}])(?:{_CONT})*"
+    rf"(?:\x20+{_NON_ASCII_CONT}|\r\n?|\n|[\t\x0b\f]{_NON_ASCII_CONT}|[^\x00-\x7f](?<=[{_SPACE}])(?:{_CONT})*)"
+    rf"(?:(?<![{_SPACE}])(?:{_PUNCT_CHUNK})+)?"
 )
 _WORD = regex.compile(
     rf"\x20?(?:(?:{_CHUNK})(?:{_PUNCT_CHUNK})*|(?:{_PUNCT_CHUNK})+)|{_SPACE_CHUNK}", regex.WORD
@@ -97,7 +111,7 @@ _WORD = regex.compile(
 # Classes of ASCII bytes for the vectorised ASCII rule; letters and digits come first.
 _LOWER, _UPPER, _DIGIT, _BLANK, _LF, _CR, _TAB_FF, _PUNCT_BYTE, _OTHER = range(9)
 _CLASS_BYTES = {_LOWER: b"abcdefghijklmnopqrstuvwxyz", _UPPER: b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", _DIGIT: b"0123456789",
-                _BLANK: b" ", _LF: b"\n", _CR: b"\r", _TAB_FF: b"\t\f", _PUNCT_BYTE: b"!\"#%&'()*,-./:;?@[\\]_{}"}
+                _BLANK: b" ", _LF: b"\n", _CR: b"\r", _TAB_FF: b"\t\x0b\f", _PUNCT_BYTE: b"!\"#%&'()*,-./:;?@[\\]_{}"}
 _BYTE_CLASS = bytes(next((cls for cls, members in _CLASS_BYTES.items() if byte in members), _OTHER)
                     for byte in range(256))
 
@@ -242,8 +256,25 @@ def _resplit_after_cut(data: bytes, start: int, uncut_ends: np.ndarray, max_word
             word_start = word_end
 
 
-def _word_lengths(data: bytes, max_word_bytes: int | None) -> np.ndarray:
-    """Byte lengths of the words of ``data`` as int64."""
+@functools.lru_cache(maxsize=16)
+def _special_class(special_bytes: bytes) -> re.Pattern[bytes]:
+    return re.compile(b"[" + b"".join(re.escape(bytes([value])) for value in special_bytes) + b"]")
+
+
+def _word_lengths(data: bytes, max_word_bytes: int | None, special_bytes: bytes = b"") -> np.ndarray:
+    """Byte lengths of the words of ``data`` as int64: each special byte a word, the text around it split alone."""
+    if not special_bytes:
+        return _text_word_lengths(data, max_word_bytes)
+    pieces, pos = [], 0
+    for found in _special_class(special_bytes).finditer(data):
+        pieces += [_text_word_lengths(data[pos : found.start()], max_word_bytes), np.ones(1, np.int64)]
+        pos = found.end()
+    pieces.append(_text_word_lengths(data[pos:], max_word_bytes))
+    return np.concatenate(pieces)
+
+
+def _text_word_lengths(data: bytes, max_word_bytes: int | None) -> np.ndarray:
+    """Byte lengths of the words of ``data`` (no special bytes) as int64."""
     lengths = _uncut_word_lengths(data)[0]
     if max_word_bytes is None:
         return lengths
@@ -280,36 +311,41 @@ def _as_bytes(data: bytes | str, max_word_bytes: int | None) -> bytes:
     return data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
 
-def split_words(data: bytes | str, max_word_bytes: int | None = 100) -> list[bytes]:
+def split_words(data: bytes | str, max_word_bytes: int | None = 100, special_bytes: bytes = b"") -> list[bytes]:
     """Split text into HAT words (see the module docstring for the rule and its guarantees).
 
     Args:
       data: raw bytes (any bytes, not only valid UTF-8) or a str, which is UTF-8 encoded first.
       max_word_bytes: longest word in bytes; longer words are cut into pieces. ``None``: no limit.
+      special_bytes: the byte values of special tokens (``hat.text.special_tokens``), each a word of its own.
 
     Returns:
       The words, non-empty, whose concatenation is ``data`` (as bytes). ``[]`` for empty input.
     """
     data = _as_bytes(data, max_word_bytes)
-    ends = np.cumsum(_word_lengths(data, max_word_bytes)).tolist()
+    ends = np.cumsum(_word_lengths(data, max_word_bytes, special_bytes)).tolist()
     return [data[start:end] for start, end in zip([0] + ends, ends)]
 
 
-def word_lengths(data: bytes | str, max_word_bytes: int | None = 100) -> np.ndarray:
-    """Byte lengths of the words ``split_words(data, max_word_bytes)`` would return, without building them.
+def word_lengths(data: bytes | str, max_word_bytes: int | None = 100, special_bytes: bytes = b"") -> np.ndarray:
+    """Byte lengths of the words ``split_words(data, max_word_bytes, special_bytes)`` would return, without building
+    them.
 
     Returns:
       An int32 array that sums to the byte length of ``data``.
     """
-    return _word_lengths(_as_bytes(data, max_word_bytes), max_word_bytes).astype(np.int32)
+    return _word_lengths(_as_bytes(data, max_word_bytes), max_word_bytes, special_bytes).astype(np.int32)
 
 
-def continues_word(word: bytes, next_bytes: bytes, max_word_bytes: int | None = 100) -> bool:
+def continues_word(
+    word: bytes, next_bytes: bytes, max_word_bytes: int | None = 100, special_bytes: bytes = b""
+) -> bool:
     """Whether appending ``next_bytes`` to ``word``, the last word of a text, keeps it one word.
 
     Exact for any text ending in ``word`` because word starts are restart points. When this is False,
-    ``split_words(word + next_bytes, max_word_bytes)`` gives the new words as the full text would split them. Note
-    that the finished word can end before ``next_bytes`` starts: an incomplete UTF-8 character stays in the current
-    word until it completes, and the completed character may start a word of its own.
+    ``split_words(word + next_bytes, max_word_bytes, special_bytes)`` gives the new words as the full text would
+    split them. Note that the finished word can end before ``next_bytes`` starts: an incomplete UTF-8 character
+    stays in the current word until it completes, and the completed character may start a word of its own.
     """
-    return len(_word_lengths(_as_bytes(word + next_bytes, max_word_bytes), max_word_bytes)) <= 1
+    data = _as_bytes(word + next_bytes, max_word_bytes)
+    return len(_word_lengths(data, max_word_bytes, special_bytes)) <= 1

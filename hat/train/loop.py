@@ -29,6 +29,7 @@ from hat.kinds import kind_of
 from hat.models import build_model, count_params
 from hat.models.objective import evaluate_source, global_batch, make_eval_step
 from hat.models.sharding import ShardingRules
+from hat.train.budget import BudgetFit, agreed_steps, check_fit
 from hat.train.mesh import build_mesh, build_rules, initialize_distributed, measure_matmul_peak
 from hat.train.metrics import MetricWriter
 from hat.train.step import (
@@ -81,6 +82,19 @@ def setup_training(config: Config) -> TrainSetup:
     )
     eval_step = make_eval_step(graphdef, num_words, rules, shardings)
     return TrainSetup(graphdef, abstract_params, tx, rules, shardings, train_step, eval_step)
+
+
+def with_steps(config: Config, setup: TrainSetup, steps: int) -> tuple[Config, TrainSetup]:
+    """`config` with `train.steps = steps`, and `setup` with the optimizer and train step of that schedule (the
+    optimizer state's structure, so its shardings and any restored state, stay the same)."""
+    train_cfg = dataclasses.replace(config.train, steps=steps)
+    config = dataclasses.replace(config, train=train_cfg)
+    tx = make_optimizer(train_cfg, setup.abstract_params)
+    train_step = make_train_step(
+        setup.graphdef, tx, config.data.max_words, setup.rules, setup.shardings, train_cfg.microbatches,
+        tuple(train_cfg.freeze),
+    )  # fmt: skip
+    return config, dataclasses.replace(setup, tx=tx, train_step=train_step)
 
 
 def init_state(config: Config, setup: TrainSetup) -> tuple[nnx.State, optax.OptState]:
@@ -157,6 +171,7 @@ def train(config: Config) -> dict[str, float]:
     Process 0 holds the workdir for the whole run (`hold_workdir`): a second training process on it is refused.
     """
     kind_of(config)  # the kind's own config checks, before anything is started or written
+    check_fit(config.train)
     initialize_distributed(config.distributed)
     is_primary = jax.process_index() == 0
     workdir = Path(config.workdir)
@@ -175,13 +190,21 @@ def _train(config: Config, workdir: Path, is_primary: bool) -> dict[str, float]:
 
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     start_step = 0
+    progress = {"train_seconds": 0.0, "train_bytes": 0.0}
+    fitted_steps: int | None = None  # train.steps as fitted to the time budget (this run or the one it resumes)
     # Restored straight into this mesh's shardings, whatever mesh wrote the checkpoint; a newest checkpoint that
     # does not read back is reported and set aside, and the next older one is used.
     if (restored := checkpointer.restore_latest(abstract_state(setup), log=tqdm.write)) is not None:
         latest, state, meta = restored
         _check_resumable(config, meta)
         params, opt_state, start_step = state["params"], state["opt_state"], int(meta["data_step"])
+        progress = {key: float(meta.get(key, 0.0)) for key in ("train_seconds", "train_bytes")}
         tqdm.write(f"resumed from {checkpointer.directory / str(latest)} at step {start_step}")
+        if cfg.fit_steps_to_budget and meta.get("fitted_steps"):
+            fitted_steps = int(meta["fitted_steps"])
+            config, setup = with_steps(config, setup, fitted_steps)
+            cfg = config.train
+            tqdm.write(f"train.steps as fitted to the time budget before: {fitted_steps}")
     elif cfg.init_from:
         params, opt_state = initial_state_from(cfg.init_from, setup)
         tqdm.write(f"initialised from {cfg.init_from}")
@@ -210,7 +233,9 @@ def _train(config: Config, workdir: Path, is_primary: bool) -> dict[str, float]:
     )
     batches = hat_data.iterate_from(dataset, start_step)
     heldout_metrics: dict[str, float] = {}
-    train_seconds = 0.0
+    # Training seconds and text bytes so far (over all processes), carried across resumes in the checkpoint, so
+    # that curves against time, bytes and FLOPs line up for every model kind.
+    train_seconds, train_bytes = progress["train_seconds"], progress["train_bytes"]
 
     def run_eval(step: int) -> None:
         nonlocal heldout_metrics
@@ -219,7 +244,8 @@ def _train(config: Config, workdir: Path, is_primary: bool) -> dict[str, float]:
         heldout_metrics = evaluate_source(
             setup.eval_step, params, run_data.heldout, cfg.batch_size, cfg.eval_sequences, setup.shardings
         )
-        writer.write(step, {f"eval/{k}": v for k, v in heldout_metrics.items()} | {"time/train_seconds": train_seconds})
+        progress_now = {"time/train_seconds": train_seconds, "time/train_bytes": train_bytes}
+        writer.write(step, {f"eval/{k}": v for k, v in heldout_metrics.items()} | progress_now)
         tqdm.write(f"step {step}: held-out {heldout_metrics['bits_per_byte']:.4f} bits/byte")
 
     window = {"bytes": 0.0, "steps": 0, "start": time.perf_counter()}
@@ -255,6 +281,7 @@ def _train(config: Config, workdir: Path, is_primary: bool) -> dict[str, float]:
             "perf/model_flops_per_sec_per_device": model_flops / jax.device_count(),
             "perf/mfu": model_flops / peak_flops,
             "time/train_seconds": train_seconds,
+            "time/train_bytes": train_bytes,
             "train/learning_rate": float(schedule(done_step)),
         }
         writer.write(done_step, values)
@@ -264,9 +291,22 @@ def _train(config: Config, workdir: Path, is_primary: bool) -> dict[str, float]:
 
     def save(at_step: int) -> None:
         flush_metrics()  # a NaN loss must stop the run before its parameters are saved
-        checkpointer.save(at_step, {"params": params, "opt_state": opt_state}, config)
+        extra = {"train_seconds": train_seconds, "train_bytes": train_bytes}
+        if fitted_steps is not None:
+            extra["fitted_steps"] = fitted_steps
+        checkpointer.save(at_step, {"params": params, "opt_state": opt_state}, config, extra)
 
-    last_step = min(cfg.steps, start_step + cfg.stop_after_steps) if cfg.stop_after_steps else cfg.steps
+    def end_step() -> int:
+        return min(cfg.steps, start_step + cfg.stop_after_steps) if cfg.stop_after_steps else cfg.steps
+
+    fit = BudgetFit(cfg, start_step) if cfg.fit_steps_to_budget and fitted_steps is None else None
+    if fit is not None and not fit.can_time:
+        tqdm.write(
+            f"train.fit_steps_to_budget: resumed at step {start_step}, too near the warmup's end (step "
+            f"{fit.fit_at}) to time it; keeping train.steps={cfg.steps}"
+        )
+        fit = None
+    last_step = end_step()
     try:
         while step < last_step:
             if cfg.time_budget_s and train_seconds >= cfg.time_budget_s:
@@ -278,28 +318,53 @@ def _train(config: Config, workdir: Path, is_primary: bool) -> dict[str, float]:
             step += 1
             flush_metrics()
             # Token batches say how many bytes their targets cover; byte batches have one byte per target.
-            window["bytes"] += float(local.get("target_bytes", local["loss_mask"]).sum()) * jax.process_count()
+            step_bytes = float(local.get("target_bytes", local["loss_mask"]).sum()) * jax.process_count()
+            window["bytes"] += step_bytes
+            train_bytes += step_bytes
             window["steps"] += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 pending = (step, metrics, window["bytes"], window["steps"])
                 window["bytes"], window["steps"] = 0.0, 0
-            train_seconds += time.perf_counter() - t0
+            evaluates = bool(cfg.eval_every) and step % cfg.eval_every == 0
+            saves = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
+            if evaluates or saves or step == last_step or (fit is not None and step in fit.marks_at):
+                # Steps are dispatched ahead of their results (by up to a logging interval): the clock is read after
+                # they finish, so that their compute counts as training time, not as the evaluation's or the save's.
+                jax.block_until_ready(opt_state)
+            step_seconds = time.perf_counter() - t0
+            train_seconds += step_seconds
             bar.update(1)
-            if step % cfg.eval_every == 0:
+            if fit is not None and (steps := fit.observe(step, train_seconds, step_seconds)) is not None:
+                fitted_steps = agreed_steps(steps)
+                config, setup = with_steps(config, setup, fitted_steps)
+                cfg, schedule = config.train, learning_rate_schedule(config.train)
+                last_step = end_step()
+                bar.total = cfg.steps
+                bar.refresh()
+                if is_primary:
+                    write_workdir_file(workdir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+                tqdm.write(
+                    f"train.steps fitted to the time budget of {cfg.time_budget_s:.0f}s: {fitted_steps} "
+                    f"({fit.rate:.2f} steps/s; train.steps={fitted_steps} reruns this schedule)"
+                )
+                fit = None
+            if evaluates:
                 flush_metrics()
                 run_eval(step)
                 window["start"] = time.perf_counter()
-            if step % cfg.checkpoint_every == 0:
+            if saves:
                 save(step)
         flush_metrics()
-        if step % cfg.eval_every != 0:
+        if not cfg.eval_every or step % cfg.eval_every != 0:
             run_eval(step)
         if checkpointer.latest_step() != step:
             save(step)
     finally:
         bar.close()
-        checkpointer.close()
-        writer.close()
+        try:
+            checkpointer.close()
+        finally:
+            writer.close()  # even when the checkpoint's disk is full: the metrics file is closed, not left open
     summary = {"step": step, "train_seconds": train_seconds} | {f"eval/{k}": v for k, v in heldout_metrics.items()}
     if is_primary:
         write_workdir_file(workdir / "summary.json", json.dumps(summary, indent=1))

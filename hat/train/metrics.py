@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
-from tensorboardX import SummaryWriter
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.summary_pb2 import Summary
+
+from hat.data.atomic import replace_file
+from hat.errors import writing
+
+# What survives when a metrics write fails: the file is only appended to, and a resumed run drops a cut last line.
+_KEPT = "the lines written before are kept, and a cut last line is dropped when the run resumes"
 
 
 class MetricWriter:
@@ -17,6 +26,10 @@ class MetricWriter:
     dropped, so metrics.jsonl reads as one uninterrupted run; so is a last line cut short (a killed run, a full
     disk), which would otherwise run into the first new line. A run starting at step 0 keeps no earlier lines.
     Only the primary process writes (`enabled`).
+
+    Event files are written in this thread (tensorboardX's `EventsWriter`), not by `SummaryWriter`'s worker
+    thread: that thread dies on a full disk, and the next scalars then block forever on its full queue. Here a
+    full disk is one `hat.errors.StorageError` from `write` or `close`.
     """
 
     def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int | None = None) -> None:
@@ -24,32 +37,40 @@ class MetricWriter:
         self.enabled = enabled
         if not enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None and self.path.exists():
-            kept = [row for row in read_metrics(self.path) if resume_step and row["step"] <= resume_step]
-            temp = self.path.with_suffix(".jsonl.tmp")
-            temp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-            temp.replace(self.path)
-        self._file = self.path.open("a")
-        self._tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        with writing(f"the metrics {self.path}", _KEPT):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is not None and self.path.exists():
+                kept = [row for row in read_metrics(self.path) if resume_step and row["step"] <= resume_step]
+                replace_file(self.path, "".join(json.dumps(row) + "\n" for row in kept))
+            self._file = self.path.open("a")
+        self.events_dir = Path(workdir) / "tensorboard"
+        with writing(f"the TensorBoard events in {self.events_dir}", _KEPT):
+            self.events_dir.mkdir(exist_ok=True)
+            self._events = EventsWriter(str(self.events_dir / "events"))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         """Records `metrics` at `step`; non-finite floats are written as null in JSON (JSON has no NaN)."""
         if not self.enabled:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-        self._file.write(json.dumps({"step": step, **clean}) + "\n")
-        self._file.flush()
-        for name, value in metrics.items():
-            if isinstance(value, (int, float)):
-                self._tensorboard.add_scalar(name, value, step)
+        with writing(f"the metrics {self.path}", _KEPT):
+            self._file.write(json.dumps({"step": step, **clean}) + "\n")
+            self._file.flush()
+        scalars = [Summary.Value(tag=k, simple_value=v) for k, v in metrics.items() if isinstance(v, (int, float))]
+        with writing(f"the TensorBoard events in {self.events_dir}", _KEPT):
+            self._events.write_event(Event(wall_time=time.time(), step=step, summary=Summary(value=scalars)))
+            self._events.flush()
 
     def close(self) -> None:
-        """Flushes and closes both sinks."""
+        """Flushes and closes both sinks; both are closed even when the first fails."""
         if not self.enabled:
             return
-        self._file.close()
-        self._tensorboard.close()
+        try:
+            with writing(f"the metrics {self.path}", _KEPT):
+                self._file.close()
+        finally:
+            with writing(f"the TensorBoard events in {self.events_dir}", _KEPT):
+                self._events.close()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

