@@ -9,6 +9,7 @@ import yaml
 from support import HAT_RUN, cli
 
 from hat.config import ConfigError, TrainConfig, load_config
+from hat.train import loop
 from hat.train.budget import BudgetFit, check_fit
 
 
@@ -42,15 +43,31 @@ def _run(workdir: Path, corpus: Path, *extra: str) -> dict:
     return json.loads((workdir / "summary.json").read_text())
 
 
+class SteadyClock:
+    """Stands in for the `time` module: `perf_counter()` advances by `tick` seconds at every reading."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick, self.now = tick, 0.0
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
 def _losses(workdir: Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 
 @pytest.mark.slow
-def test_a_fitted_run_resumes_with_its_schedule_and_is_the_run_with_that_many_steps(text_corpus: Path, tmp_path):
+def test_a_fitted_run_resumes_with_its_schedule_and_is_the_run_with_that_many_steps(
+    text_corpus: Path, tmp_path, monkeypatch
+):
     budget = ["train.fit_steps_to_budget=true", "train.time_budget_s=12", "train.steps=1000"]
-    # In one go: the run ends at the fitted step, within the budget.
+    # The loop's clock is a steady fake (each reading 0.1 s after the last): on a shared 2-core machine a real
+    # 12 s budget leaves a remainder whose 4% margin the step-time noise exceeded (once in CI), and what is tested
+    # here is the loop's logic. In one go: the run ends at the fitted step, within the budget.
+    monkeypatch.setattr(loop, "time", SteadyClock(0.1))
     one_go = _run(tmp_path / "one_go", text_corpus, *budget)
     assert one_go["step"] == yaml.safe_load((tmp_path / "one_go" / "config.yaml").read_text())["train"]["steps"]
     assert 16 < one_go["step"] < 1000 and one_go["train_seconds"] < 12
