@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -117,6 +118,73 @@ def score(store: Path, files: list[Path]) -> dict[str, float]:
     }
 
 
+def exact_chain(store: Path, path: Path, max_bytes: int) -> dict[str, float]:
+    """The exact next-byte chain over the first `max_bytes` bytes of `path` as a complete document: bits/byte
+    beside the teacher-forced canonical number, bytes/s, model calls and token steps per byte; and the same chain
+    under a random model of the same vocabulary (no network: the look-ahead bookkeeping's own bytes/s)."""
+    import math
+
+    from hat.byteprob import RandomTokenModel
+    from hat.byteprob.evaluate import score_files
+    from hat.checkpoint import load_model
+    from hat.kinds import kind_of
+
+    loaded = load_model(store)
+    kind = kind_of(loaded.config)
+    byte_model = kind.byte_model(loaded)
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = Path(tmp) / path.name
+        doc.write_bytes(path.read_bytes()[:max_bytes].decode("utf-8", "ignore").encode())
+        start = time.perf_counter()
+        chain = score_files([byte_model], [doc], end_of_text=True)["models"][0]
+        seconds = time.perf_counter() - start
+        canonical = kind.evaluate_files(loaded, [doc])["bits_per_byte"]
+        size = doc.stat().st_size
+        # A fresh table (cold caches, as the real run had) under a model that costs nothing.
+        machinery = type(byte_model)(RandomTokenModel(byte_model.tokenizer.vocab_size), byte_model.tokenizer)
+        start = time.perf_counter()
+        machinery.text_logprobs(doc.read_bytes())
+        machinery_s = time.perf_counter() - start
+    token_model = byte_model.model
+    return {
+        "file": str(path),
+        "bytes": size,
+        "bits_per_byte_chain": chain["bits_per_byte"],
+        "bits_per_byte_canonical": canonical,
+        "chain_minus_canonical": chain["bits_per_byte"] - canonical if math.isfinite(canonical) else math.nan,
+        "seconds": seconds,
+        "bytes_per_s": size / seconds,
+        "model_prefixes_per_byte": token_model.num_prefixes / size,
+        "token_steps_per_byte": getattr(token_model, "num_steps", math.nan) / size,
+        "random_model_bytes_per_s": size / machinery_s,
+    }
+
+
+def mid_token_generation(store: Path, prompt: bytes, max_new_bytes: int) -> dict[str, object]:
+    """Greedy byte-level generation from a prompt that ends inside a token, through the exact chain; bytes/s
+    after the prompt's first distribution (loading and compilation are timed apart)."""
+    from hat.checkpoint import load_model
+    from hat.generate import generate
+    from hat.sampling import Sampling
+
+    loaded = load_model(store)
+    start = time.perf_counter()
+    pieces, first_s = [], None
+    for _, new in generate(loaded, [prompt], max_new_bytes, Sampling(temperature=0.0)):
+        if first_s is None:
+            first_s = time.perf_counter() - start
+        pieces.append(new)
+    seconds = time.perf_counter() - start
+    text = b"".join(pieces)
+    return {
+        "prompt": prompt.decode(),
+        "continuation": text.decode("utf-8", "replace"),
+        "first_bytes_s": first_s,
+        "seconds": seconds,
+        "bytes_per_s_after_first": (len(text) - 1) / (seconds - first_s) if first_s and len(text) > 1 else None,
+    }
+
+
 def heldout_files(max_bytes: int) -> list[Path]:
     """The default corpus's held-out stdlib files (`hat.data`'s split), in order, up to `max_bytes`."""
     from hat.config import Config
@@ -180,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/real_model/result.json")
     parser.add_argument("--tokens", type=int, default=512, help="tokens of the logit comparison")
     parser.add_argument("--max-heldout-bytes", type=int, default=150_000, help="held-out stdlib bytes scored")
+    parser.add_argument("--exact-bytes", type=int, default=1061, help="bytes of keyword.py through the exact chain")
+    parser.add_argument("--generate-bytes", type=int, default=32, help="bytes generated after a mid-token prompt")
+    parser.add_argument("--skip-scores", action="store_true", help="skip the logit comparison and file scores")
     parser.add_argument("--hat", action="store_true", help="also convert --to hat, dry-run and time a few steps")
     parser.add_argument("--steps", type=int, default=3, help="--hat: training steps timed")
     args = parser.parse_args(argv)
@@ -195,16 +266,22 @@ def main(argv: list[str] | None = None) -> int:
     result["conversion"] = convert_in_child(gguf, store, "lm")
     print(json.dumps({"conversion": result["conversion"]}), flush=True)
     try:
-        result["logits"] = compare_logits(gguf, store, args.tokens)
+        result["logits"] = None if args.skip_scores else compare_logits(gguf, store, args.tokens)
     except ImportError as error:
         result["logits"] = {"skipped": f"transformers, torch and accelerate are needed ({error})"}
-    print(json.dumps({"logits": result["logits"]}), flush=True)
-    scores = {"held-out stdlib": score(store, heldout_files(args.max_heldout_bytes))}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, path in other_texts(Path(tmp)).items():
-            scores[name] = score(store, [path])
-            print(json.dumps({name: scores[name]}), flush=True)
-    result["bits_per_byte"] = scores
+    if not args.skip_scores:
+        print(json.dumps({"logits": result["logits"]}), flush=True)
+        scores = {"held-out stdlib": score(store, heldout_files(args.max_heldout_bytes))}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, path in other_texts(Path(tmp)).items():
+                scores[name] = score(store, [path])
+                print(json.dumps({name: scores[name]}), flush=True)
+        result["bits_per_byte"] = scores
+    keyword = Path(sysconfig.get_paths()["stdlib"]) / "keyword.py"
+    result["exact_chain"] = exact_chain(store, keyword, args.exact_bytes)
+    print(json.dumps({"exact_chain": result["exact_chain"]}), flush=True)
+    result["mid_token_generation"] = mid_token_generation(store, b"def fibonac", args.generate_bytes)
+    print(json.dumps({"mid_token_generation": result["mid_token_generation"]}), flush=True)
     if args.hat:
         shutil.rmtree(work / "smollm2_hat", ignore_errors=True)
         shutil.rmtree(work / "stage1", ignore_errors=True)

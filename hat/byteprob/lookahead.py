@@ -85,8 +85,9 @@ def _completable(tail: bytes) -> bool:
 class CharClasses:
     """The classes a tokenizer's pre-tokenizer tells characters apart by (see the module docstring)."""
 
-    def __init__(self, literals: frozenset[str]) -> None:
+    def __init__(self, literals: frozenset[str], contraction_letters_only: bool = False) -> None:
         self.exact = frozenset(set(literals) | {" ", "\t", "\n", "\r", "'"})
+        self.contraction_letters_only = contraction_letters_only
         self.literal_letters = frozenset(c for c in self.exact if c.isalpha())
         self.letter = next(c for c in "aqxzjkbcfghinopuwy" if c not in self.exact)
         self.alphabet = sorted(self.exact | {_OTHER_SPACE, self.letter, _NUMBER, _OTHER})
@@ -112,6 +113,13 @@ class CharClasses:
         """`text` with every character replaced by its class and long runs shortened, and for each kept character
         its index in `text` (a run keeps its first and last two characters)."""
         classes = [self.of(c) for c in text]
+        if self.contraction_letters_only:
+            # A literal letter counts as itself only where a contraction can hold it: within two characters after
+            # an apostrophe, or among the first two (an apostrophe may precede the text). Elsewhere the patterns
+            # see it through letter classes only, so it joins the plain letter class (and its runs collapse).
+            for i in range(2, len(classes)):
+                if classes[i] != self.letter and classes[i].isalpha() and "'" not in (text[i - 1], text[i - 2]):
+                    classes[i] = self.letter
         out: list[str] = []
         index: list[int] = []
         i = 0
@@ -187,7 +195,7 @@ class LookaheadTable(TokenIndex):
     def __init__(self, tokenizer: HFByteBPE, cache_size: int = 4096) -> None:
         super().__init__(tokenizer.token_bytes, [tokenizer.eot_id, *tokenizer.special_ids])
         self.tokenizer, self.eot_id, self.cache_size = tokenizer, tokenizer.eot_id, cache_size
-        self.classes = CharClasses(tokenizer.literals)
+        self.classes = CharClasses(tokenizer.literals, tokenizer.contraction_letters_only)
         self._real = self.sorted_ids.tolist()
         self.canonical = np.zeros(tokenizer.vocab_size, bool)
         for i, ids in zip(self._real, tokenizer.bpe([tokenizer.token_bytes[i] for i in self._real])):
@@ -211,21 +219,24 @@ class LookaheadTable(TokenIndex):
         """A `LookaheadStream` of `model` at the empty prefix."""
         return LookaheadStream(model, self)
 
-    def neighbours(self, left: int) -> np.ndarray:
-        """Boolean mask: tokens r with BPE(bytes(left) + bytes(r)) == [left, r] (cached)."""
-        mask = self._pairs.get(left)
-        if mask is not None:
+    def neighbours(self, left: int, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask over `ids`: whether BPE(bytes(left) + bytes(r)) == [left, r] for each r (the pair test;
+        computed for the pairs asked for only, and cached per left token)."""
+        known = self._pairs.get(left)
+        if known is None:
+            known = np.zeros((2, self.tokenizer.vocab_size), bool)  # [asked, neighbour] per right token
+            self._pairs[left] = known
+            if len(self._pairs) > self.cache_size:
+                self._pairs.popitem(last=False)
+        else:
             self._pairs.move_to_end(left)
-            return mask
-        tok = self.tokenizer
-        head = tok.token_bytes[left]
-        mask = np.zeros(tok.vocab_size, bool)
-        for r, ids in zip(self._real, tok.bpe([head + tok.token_bytes[r] for r in self._real])):
-            mask[r] = ids == [left, r]
-        self._pairs[left] = mask
-        if len(self._pairs) > self.cache_size:
-            self._pairs.popitem(last=False)
-        return mask
+        missing = ids[~known[0, ids]]
+        if len(missing):
+            rights = missing.tolist()
+            for r, pair in zip(rights, self.tokenizer.pair_encodings(left, rights)):
+                known[1, r] = pair == [left, r]
+            known[0, missing] = True
+        return known[1, ids]
 
     def _starts(self, sig: str, completions: tuple[str, ...]) -> list[tuple[int, ...]]:
         """Chunk starts inside `sig` (interior; an unfinished last character's start counts) under every
@@ -433,7 +444,7 @@ class LookaheadStream:
                             (starts_ok if starts_chunk else continues_ok)[members] = True
                 valid = starts_ok & table.canonical[ids]
                 if seq and continues_ok.any():
-                    valid |= continues_ok & table.neighbours(seq[-1])[ids]
+                    valid[continues_ok] |= table.neighbours(seq[-1], ids[continues_ok])
                 if valid.any():
                     terms.append((k, seq, ids[valid], state.log_p + self.rows[seq][ids[valid]]))
         return terms

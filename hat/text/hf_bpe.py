@@ -33,6 +33,14 @@ _CHAR_TO_BYTE = {char: value for value, char in enumerate(BYTE_CHARS)}
 _PATTERN_SYNTAX = regex.compile(r"\\[pP]\{[^}]*\}|\\.|\{\d+(,\d*)?\}|\(\?([a-zA-Z]*:|<?[!=])?|[?|+*()\[\]^-]")
 
 
+def _letters_only_in_contractions(pattern: str) -> bool:
+    """Whether every letter `pattern` spells out stands in an apostrophe contraction (`'s`, `'re`, `'ll`: at most
+    two letters right after an apostrophe), so that a letter more than two characters after the last apostrophe is
+    matched only through letter classes. GPT-2's, Llama 3's and Qwen's patterns are of this kind."""
+    bare = regex.sub(r"\\[pP]\{[^}]*\}|\\.|\(\?[a-zA-Z]*[:)]", "", pattern)
+    return not regex.search(r"\p{L}", regex.sub(r"'\p{L}{1,2}(?!\p{L})", "", bare))
+
+
 def _steps(pre_tokenizer: dict | None) -> list[dict]:
     if pre_tokenizer is None:
         return []
@@ -61,6 +69,7 @@ class HFByteBPE:
     spelled as one of `END_OF_TEXT_NAMES`, else `eos_id`, the model's own eos from its metadata),
     `encode(bytes)` (UTF-8 text only), `bpe(bytes)` (one chunk), `chunk_starts(str)` (character offsets),
     `literals` (characters the pre-tokenizer's patterns spell out, case variants included where they ignore case),
+    `contraction_letters_only` (every literal letter stands in an apostrophe contraction of at most two letters),
     `missing_bytes` (byte values without a token).
     """
 
@@ -114,6 +123,7 @@ class HFByteBPE:
             for char in _PATTERN_SYNTAX.sub("", pattern)
             for variant in ({char, char.lower(), char.upper()} if "(?i" in pattern else {char})
         )
+        self.contraction_letters_only = all(_letters_only_in_contractions(p) for p in patterns)
         self.hf = Tokenizer.from_str(json.dumps(spec))
         self.hf.encode_special_tokens = True
         bare = dict(spec, pre_tokenizer=None, post_processor=None, normalizer=None, decoder=None)
@@ -166,6 +176,20 @@ class HFByteBPE:
         for i, encoding in zip(nonempty, encoded):
             out[i] = encoding.ids
         return out
+
+    @cached_property
+    def token_chars(self) -> list[str]:
+        """Each token's bytes in GPT-2's byte characters (BPE's own alphabet; "" for special tokens)."""
+        return [_byte_chars(b) for b in self.token_bytes]
+
+    def pair_encodings(self, left: int, rights: Sequence[int]) -> list[list[int]]:
+        """BPE of bytes(left) + bytes(r) for each r (one chunk each): the pair test of `hat.byteprob.lookahead`."""
+        chars = self.token_chars
+        head = chars[left]
+        encoded = self._bpe.encode_batch(
+            [[head + chars[r]] for r in rights], is_pretokenized=True, add_special_tokens=False
+        )
+        return [encoding.ids for encoding in encoded]
 
     def chunk_starts(self, text: str) -> list[int]:
         """Character offsets where the pre-tokenizer starts a chunk of `text` (0 excluded)."""
