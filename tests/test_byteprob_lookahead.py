@@ -17,7 +17,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from hat.byteprob import EOT_OUTCOME, RandomTokenModel, next_byte_logprobs, text_logprobs
 from hat.byteprob.lookahead import LookaheadTable
 from hat.text.bpe import BYTE_CHARS, TokenizerError
-from hat.text.hf_bpe import GPT2_PATTERN, HFByteBPE, load_any_tokenizer
+from hat.text.hf_bpe import GPT2_PATTERN, HFByteBPE, _letters_only_in_contractions, load_any_tokenizer
 
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
@@ -225,6 +225,35 @@ def test_streaming_equals_recompute(gpt2):
     tokens = gpt2.encode(text)
     expected = sum(model.next_token_logprobs([tuple(tokens[:i])])[0][t] for i, t in enumerate(tokens))
     assert canonical == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama3"])
+def test_letters_outside_contractions_share_one_class_and_change_nothing(name, request):
+    """Literal letters (those of `'s`, `'re`, ...) count as themselves only within two characters after an
+    apostrophe: far fewer token pieces, and the same next-byte distributions as with every literal letter kept."""
+    tokenizer = request.getfixturevalue(name)
+    assert tokenizer.contraction_letters_only
+    shared = LookaheadTable(tokenizer)
+    tokenizer.contraction_letters_only = False
+    try:
+        literal = LookaheadTable(tokenizer)
+    finally:
+        tokenizer.contraction_letters_only = True
+    assert len(shared.pieces) < len(literal.pieces)
+    # The first two characters keep theirs (an apostrophe may come before them), then "there" is a letter run.
+    assert shared.classes.signature("it's there") == ("at's aaa", [0, 1, 2, 3, 4, 5, 8, 9])
+    assert literal.classes.signature("it's there")[0] == "at's taere"
+    model = RandomTokenModel(tokenizer.vocab_size, seed=11)
+    text = "we're ready: it's 'the' best\n\tdone, THEY'LL see rest".encode()
+    rows_shared, _ = text_logprobs(model, shared, text)
+    rows_literal, _ = text_logprobs(model, literal, text)
+    np.testing.assert_allclose(rows_shared, rows_literal, atol=1e-12)
+
+
+def test_letters_stand_in_contractions_only_in_known_patterns():
+    assert _letters_only_in_contractions(GPT2_PATTERN) and _letters_only_in_contractions(LLAMA3_PATTERN)
+    assert not _letters_only_in_contractions(r"'s|[a-z]+|\s+")  # a letter range: letters matter everywhere
+    assert not _letters_only_in_contractions(r"'sth|\p{L}+")  # a three-letter contraction
 
 
 def test_loading(tmp_path, gpt2):
