@@ -17,7 +17,13 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from hat.byteprob import EOT_OUTCOME, RandomTokenModel, next_byte_logprobs, text_logprobs
 from hat.byteprob.lookahead import LookaheadTable
 from hat.text.bpe import BYTE_CHARS, TokenizerError
-from hat.text.hf_bpe import GPT2_PATTERN, HFByteBPE, _letters_only_in_contractions, load_any_tokenizer
+from hat.text.hf_bpe import (
+    GPT2_PATTERN,
+    HFByteBPE,
+    MergeSpines,
+    _letters_only_in_contractions,
+    load_any_tokenizer,
+)
 
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
@@ -250,6 +256,37 @@ def test_letters_outside_contractions_share_one_class_and_change_nothing(name, r
     np.testing.assert_allclose(rows_shared, rows_literal, atol=1e-12)
 
 
+def _hf_pair_tests(tokenizer: HFByteBPE, left: int, rights: np.ndarray) -> np.ndarray:
+    """The pair test run literally through HF's BPE."""
+    encoded = tokenizer.pair_encodings(left, rights.tolist())
+    return np.array([ids == [left, r] for r, ids in zip(rights.tolist(), encoded)])
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama3"])
+def test_merge_spines_give_the_pair_test_of_hf_bpe_on_every_pair(name, request):
+    tokenizer = request.getfixturevalue(name)
+    table = LookaheadTable(tokenizer)
+    rights = np.array(table._real)
+    assert tokenizer.spines is not None
+    for left in rights.tolist():
+        fast = table.neighbours(left, rights)
+        np.testing.assert_array_equal(fast, _hf_pair_tests(tokenizer, left, rights), err_msg=repr(left))
+    tokenizer.__dict__["spines"] = None  # merges the spines cannot reason about: HF's BPE decides
+    try:
+        for left in rights[:20].tolist():
+            expected = _hf_pair_tests(tokenizer, left, rights) & table.canonical[rights]
+            np.testing.assert_array_equal(tokenizer.pair_tests(left, rights) & table.canonical[rights], expected)
+    finally:
+        del tokenizer.__dict__["spines"]
+
+
+def test_merge_spines_refuse_merges_they_cannot_reason_about():
+    vocab = {c: i for i, c in enumerate("abc")} | {"ab": 3, "abc": 4, "bc": 5}
+    assert MergeSpines.build([("a", "b"), ("ab", "c"), ("b", "c")], vocab, 6) is not None
+    assert MergeSpines.build([("a", "b"), ("ab", "c"), ("a", "bc")], vocab, 6) is None  # "abc" made twice
+    assert MergeSpines.build([("ab", "c"), ("a", "b")], vocab, 6) is None  # a part made after its use
+
+
 def test_letters_stand_in_contractions_only_in_known_patterns():
     assert _letters_only_in_contractions(GPT2_PATTERN) and _letters_only_in_contractions(LLAMA3_PATTERN)
     assert not _letters_only_in_contractions(r"'s|[a-z]+|\s+")  # a letter range: letters matter everywhere
@@ -392,6 +429,16 @@ class SupportedTokenModel:
 # mid-character.
 SMOLLM2_PREFIXES = [b"def fibonac", b"x  ", b"if a:\n   ", "i = '日".encode()[:-1]]
 SMOLLM2_TEXTS = ["def fibonacci(n):", "x  y", "x  ", "if a:\n    return", "i = '日本'"]
+
+
+def test_smollm2_merge_spines_give_hf_bpe_pair_tests(smollm2):
+    """SmolLM2's 48,900 merges: the spine pair test equals HF's BPE for sampled left tokens and every right token."""
+    table = LookaheadTable(smollm2)
+    rights = np.array(table._real)
+    rng = np.random.default_rng(12)
+    lefts = [*rng.choice(rights, 6, replace=False).tolist(), *smollm2.encode(b" for\n    x")]
+    for left in lefts:
+        np.testing.assert_array_equal(table.neighbours(left, rights), _hf_pair_tests(smollm2, left, rights))
 
 
 @pytest.mark.slow

@@ -232,9 +232,9 @@ class LookaheadTable(TokenIndex):
             self._pairs.move_to_end(left)
         missing = ids[~known[0, ids]]
         if len(missing):
-            rights = missing.tolist()
-            for r, pair in zip(rights, self.tokenizer.pair_encodings(left, rights)):
-                known[1, r] = pair == [left, r]
+            # A pair holds only canonical tokens (were one side not its own BPE, neither would be the pair's).
+            valid = self.tokenizer.pair_tests(left, missing) & self.canonical[missing] & self.canonical[left]
+            known[1, missing] = valid
             known[0, missing] = True
         return known[1, ids]
 

@@ -124,6 +124,8 @@ class HFByteBPE:
             for variant in ({char, char.lower(), char.upper()} if "(?i" in pattern else {char})
         )
         self.contraction_letters_only = all(_letters_only_in_contractions(p) for p in patterns)
+        self._merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges") or []]
+        self._vocab = vocab
         self.hf = Tokenizer.from_str(json.dumps(spec))
         self.hf.encode_special_tokens = True
         bare = dict(spec, pre_tokenizer=None, post_processor=None, normalizer=None, decoder=None)
@@ -191,6 +193,21 @@ class HFByteBPE:
         )
         return [encoding.ids for encoding in encoded]
 
+    @cached_property
+    def spines(self) -> MergeSpines | None:
+        """The merge trees' spines for the vectorised pair test (None where the merges do not allow it)."""
+        return MergeSpines.build(self._merges, self._vocab, self.vocab_size)
+
+    def pair_tests(self, left: int, rights: np.ndarray) -> np.ndarray:
+        """Whether BPE(bytes(left) + bytes(r)) == [left, r] for each r, for tokens that are the BPE of their own
+        bytes (others: False). By the merge spines when the merges allow it, else through HF's BPE."""
+        if self.spines is not None:
+            return self.spines.pair_tests(left, rights)
+        out = np.zeros(len(rights), bool)
+        for k, (r, ids) in enumerate(zip(rights.tolist(), self.pair_encodings(left, rights.tolist()))):
+            out[k] = ids == [left, r]
+        return out
+
     def chunk_starts(self, text: str) -> list[int]:
         """Character offsets where the pre-tokenizer starts a chunk of `text` (0 excluded)."""
         return [start for _, (start, _) in self._pre.pre_tokenize_str(text)[1:]] if text else []
@@ -198,6 +215,82 @@ class HFByteBPE:
     def decode(self, ids: Iterable[int]) -> bytes:
         """The bytes of a token sequence (special tokens decode to nothing)."""
         return b"".join(self.token_bytes[i] for i in ids)
+
+
+class MergeSpines:
+    """The BPE pair test without running BPE: `BPE(bytes(l) + bytes(r)) == [l, r]` for canonical l and r.
+
+    HF's BPE applies the lowest-ranked merge present (the leftmost on a tie). Where every merge's parts are made
+    by lower-ranked merges (trained vocabularies are), that is applying merges in rank order, so until the first
+    merge across the boundary each side evolves as it does alone: the left side's last symbol runs up l's right
+    spine x_0 (its last byte), x_1, ..., x_a = l, x_i living from its own merge's rank c(x_i) until c(x_{i+1})
+    (infinity for l), and the right side's first symbol up r's left spine y_0, ..., y_b = r. The boundary survives
+    exactly when no cross merge (x_i, y_j) of rank m fires while both live: m < c(x_{i+1}) (at m = c(x_{i+1}) the
+    left side's own merge is leftmost and wins) and m <= c(y_{j+1}) (there the cross merge is leftmost). A token
+    made by two different merges, or a merge whose part comes later, makes `build` return None (HF decides).
+    """
+
+    NEVER = np.iinfo(np.int64).max  # the rank of a merge that does not exist, or of a spine's end
+
+    def __init__(self, spine_ranks: tuple[np.ndarray, np.ndarray], spines: tuple[np.ndarray, np.ndarray],
+                 by_left: dict[int, tuple[np.ndarray, np.ndarray]], vocab_size: int) -> None:  # fmt: skip
+        (self.right_ids_VxS, self.left_ids_VxS), (self.right_c_VxS, self.left_c_VxS) = spines, spine_ranks
+        self.by_left, self.vocab_size = by_left, vocab_size
+
+    @classmethod
+    def build(cls, merges: Sequence[tuple[str, str]], vocab: dict[str, int], vocab_size: int) -> MergeSpines | None:
+        made_by: dict[int, tuple[int, int, int]] = {}  # token -> (rank, left part, right part)
+        for rank, (a, b) in enumerate(merges):
+            ia, ib, out = vocab.get(a), vocab.get(b), vocab.get(a + b)
+            if ia is None or ib is None or out is None or out in made_by:
+                return None
+            made_by[out] = (rank, ia, ib)
+        for rank, a, b in made_by.values():
+            if made_by.get(a, (-1,))[0] >= rank or made_by.get(b, (-1,))[0] >= rank:
+                return None
+        depth = 1
+        spines = []
+        for side in (2, 1):  # the right spine follows right parts, the left spine left parts
+            chains = []
+            for t in range(vocab_size):
+                chain = [t]
+                while chain[-1] in made_by:
+                    chain.append(made_by[chain[-1]][side])
+                chains.append(chain[::-1])  # from the byte up to the token
+                depth = max(depth, len(chain))
+            spines.append(chains)
+        inf = cls.NEVER
+        ids = [np.full((vocab_size, depth + 1), -1, np.int64) for _ in spines]
+        ranks = [np.full((vocab_size, depth + 1), inf, np.int64) for _ in spines]
+        for chains, ids_VxS, ranks_VxS in zip(spines, ids, ranks):
+            for t, chain in enumerate(chains):
+                ids_VxS[t, : len(chain)] = chain
+                ranks_VxS[t, : len(chain)] = [made_by[x][0] if x in made_by else -1 for x in chain]
+        grouped: dict[int, list[tuple[int, int]]] = {}
+        for rank, a, b in made_by.values():
+            grouped.setdefault(a, []).append((b, rank))
+        by_left = {a: (np.array([b for b, _ in bs]), np.array([r for _, r in bs])) for a, bs in grouped.items()}
+        return cls((ranks[0], ranks[1]), (ids[0], ids[1]), by_left, vocab_size)
+
+    def pair_tests(self, left: int, rights: np.ndarray) -> np.ndarray:
+        """See `HFByteBPE.pair_tests` (canonical tokens; the caller checks canonicity)."""
+        never = self.NEVER
+        ok = np.ones(len(rights), bool)
+        # y_j and c(y_{j+1}) side by side; past the spine's end ids are -1 and ranks NEVER.
+        y_ids_NxS, y_next_NxS = self.left_ids_VxS[rights][:, :-1], self.left_c_VxS[rights][:, 1:]
+        x_chain, x_ranks = self.right_ids_VxS[left], self.right_c_VxS[left]
+        for i, x in enumerate(x_chain[:-1].tolist()):
+            if x < 0:
+                break
+            parts = self.by_left.get(x)
+            if parts is None:  # no merge has x on its left
+                continue
+            rank_with_V = np.full(self.vocab_size, never, np.int64)
+            rank_with_V[parts[0]] = parts[1]
+            m_NxS = np.where(y_ids_NxS >= 0, rank_with_V[np.maximum(y_ids_NxS, 0)], never)
+            fires = (m_NxS < x_ranks[i + 1]) & (m_NxS <= y_next_NxS) & (m_NxS < never)
+            ok &= ~fires.any(axis=1)
+        return ok
 
 
 def load_hf_tokenizer(path: str | Path, eos_id: int | None = None) -> HFByteBPE:
