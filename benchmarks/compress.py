@@ -96,17 +96,56 @@ def window_overheads(m1, texts: list[bytes], spec, max_windows: int) -> dict[str
     }
 
 
+def window_context_bits_per_byte(m1, texts: list[bytes], window_bytes: int, precision: int = 14) -> dict[str, float]:
+    """M1's code rate in the regime the encoder puts it in: every text cut into consecutive `window_bytes`-byte
+    pieces, each scored from a fresh context `[EOT] + piece` with the quantised frequencies the coder uses
+    (`-log2 q`). The encoder's windows vary in length (at most `window_bytes`); fixed pieces make this a property
+    of M1 alone, comparable across M1s whose windows differ."""
+    pieces = [text[start : start + window_bytes] for text in texts for start in range(0, len(text), window_bytes)]
+    bits = 0.0
+    for first in range(0, len(pieces), m1.batch_size):
+        chunk = pieces[first : first + m1.batch_size]
+        freqs_NxWxV = m1.freqs(chunk)
+        for piece, freqs_WxV in zip(chunk, freqs_NxWxV):
+            symbols = np.frombuffer(piece, np.uint8).astype(np.int64)
+            chosen = freqs_WxV[np.arange(len(symbols)), symbols].astype(np.float64)
+            bits += float(np.sum(precision - np.log2(chosen)))
+    num_bytes = sum(map(len, pieces))
+    return {"window_bytes": window_bytes, "pieces": len(pieces), "bytes": num_bytes, "bits_per_byte": bits / num_bytes}
+
+
+def full_context_bits_per_byte(m1_path: str, paths: list[Path], seq_bytes: int) -> dict:
+    """M1's bits/byte on the files packed as training packs them, but into `seq_bytes`-byte sequences whatever M1
+    was trained with, so M1s trained on short and on long sequences are scored at the same (long) context."""
+    import dataclasses
+
+    from hat.checkpoint import load_model
+    from hat.evaluate import evaluate_files
+
+    loaded = load_model(m1_path)
+    config = loaded.config
+    model = dataclasses.replace(config.model, max_word_bytes=min(config.model.max_word_bytes, seq_bytes - 1))
+    data = dataclasses.replace(config.data, seq_bytes=seq_bytes)
+    loaded = dataclasses.replace(loaded, config=dataclasses.replace(config, model=model, data=data))
+    return evaluate_files(loaded, paths) | {"seq_bytes": seq_bytes}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark the arithmetic coder and EqualInfoAC.")
     parser.add_argument("m1", help="M1 checkpoint (byte_lm)")
     parser.add_argument("--heldout-bytes", type=int, default=40_000, help="bytes of held-out files to compress")
-    parser.add_argument("--coder-symbols", type=int, default=100_000)
+    parser.add_argument(
+        "--coder-symbols", type=int, default=100_000, help="symbols for the coder's throughput (0: skip it)"
+    )
     parser.add_argument("--window-bits", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--max-window-bytes", type=int, nargs="+", default=[16, 32], help="cap per window_bits")
     parser.add_argument("--segment-bytes", type=int, default=1024)
     parser.add_argument("--m1-batch-size", type=int, default=256)
     parser.add_argument("--m2", help="an eqinfo M2 run to score on the held-out files")
     parser.add_argument("--byte-model", help="a byte-level run (same training time) to score beside M2")
+    parser.add_argument(
+        "--full-context-bytes", type=int, default=128, help="sequence length for M1's full-context bits/byte"
+    )
     parser.add_argument("--out", default="runs/bench_compress.json")
     args = parser.parse_args(argv)
 
@@ -114,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     from hat.compress.equal_info import M1, WindowSpec, decode_segments, encode_segments, split_segments
     from hat.data import resolve_documents, split_documents
 
-    results: dict = {"coder": coder_throughput(args.coder_symbols)}
-    c = results["coder"]
-    print(
-        f"window coder: {c['encode_symbols_per_s']:,.0f} symbols/s encode, {c['decode_symbols_per_s']:,.0f} decode, "
-        f"{c['quantize_symbols_per_s']:,.0f} quantise (numpy) over {c['symbols']:,} symbols"
-    )
+    results: dict = {}
+    if args.coder_symbols:
+        results["coder"] = c = coder_throughput(args.coder_symbols)
+        print(
+            f"window coder: {c['encode_symbols_per_s']:,.0f} symbols/s encode, {c['decode_symbols_per_s']:,.0f} "
+            f"decode, {c['quantize_symbols_per_s']:,.0f} quantise (numpy) over {c['symbols']:,} symbols"
+        )
 
     _, heldout = split_documents(resolve_documents("stdlib"), 0.02, 0)
     docs = take_budget(heldout, args.heldout_bytes)
@@ -190,21 +230,29 @@ def main(argv: list[str] | None = None) -> int:
         f"(paper's GZip on C4: {PAPER_GZIP[0]} / {PAPER_GZIP[1]}); raw bytes: 1.00"
     )
 
+    # The same (budget-cut) held-out texts as above, as files, so every model scores the same bytes.
+    text_dir = Path(args.out).parent / "bench_compress_heldout"
+    text_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, text in enumerate(texts):
+        paths.append(text_dir / f"{index}.py")
+        paths[-1].write_bytes(text)
+    m1_result = full_context_bits_per_byte(args.m1, paths, args.full_context_bytes)
+    results["m1_plain"] = m1_result
+    print(f"M1 at full context ({args.full_context_bytes}-byte sequences): {m1_result['bits_per_byte']:.4f} "
+          f"bits/byte; zlib -9 {m1_result['zlib_bits_per_byte']:.4f}")
+    results["m1_window_context"] = []
+    for max_window_bytes in sorted(set(args.max_window_bytes)):
+        m1 = M1.from_checkpoint(args.m1, args.m1_batch_size, max_window_bytes)
+        scored = window_context_bits_per_byte(m1, texts, max_window_bytes)
+        results["m1_window_context"].append(scored)
+        print(f"M1 at window contexts ([EOT] + {max_window_bytes}-byte pieces, quantised q): "
+              f"{scored['bits_per_byte']:.4f} bits/byte over {scored['pieces']:,} pieces")
+
     if args.m2 or args.byte_model:
         from hat.checkpoint import load_model
         from hat.evaluate import evaluate_files
 
-        # The same (budget-cut) held-out texts as above, as files, so every model scores the same bytes.
-        text_dir = Path(args.out).parent / "bench_compress_heldout"
-        text_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for index, text in enumerate(texts):
-            paths.append(text_dir / f"{index}.py")
-            paths[-1].write_bytes(text)
-        m1_result = evaluate_files(load_model(args.m1), paths)
-        results["m1_plain"] = m1_result
-        print(f"M1 itself (no windows, its training context): {m1_result['bits_per_byte']:.4f} bits/byte; "
-              f"zlib -9 {m1_result['zlib_bits_per_byte']:.4f}")
         for name, path in (("m2", args.m2), ("byte_model", args.byte_model)):
             if path:
                 summary = json.loads((Path(path) / "summary.json").read_text())

@@ -181,3 +181,22 @@ def test_script_primer_joins_the_training_split_only_and_is_written_once(text_di
     assert train[-1].path.read_bytes() == script_primer(5000, seed=0)
     stamp = train[-1].path.stat().st_mtime_ns
     assert split_run_documents(config)[0][-1].path.stat().st_mtime_ns == stamp  # the cache key stays the same
+
+
+def test_m1_recipe_packs_window_like_sequences(text_dir: Path):
+    """configs/m1_tiny.yaml packs the corpus as EqualInfoAC windows read M1: every sequence is EOT and then the
+    next `max_window_bytes` bytes of the text, cut at any byte (one-byte words), not only at word starts."""
+    from hat.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "configs/m1_tiny.yaml")
+    window = config.data.eqinfo.max_window_bytes
+    assert config.data.seq_bytes == window
+    corpus = prepare_in_memory(resolve_documents(str(text_dir)), max_word_bytes=config.model.max_word_bytes)
+    source = PackedSequences.build(corpus, config.data.seq_bytes, config.data.max_words)
+    data, _ = _reassemble(source)  # asserts each sequence's leading EOT and the one-byte shift
+    assert data == _corpus_bytes(corpus)
+    lengths = [int(source[i]["loss_mask"].sum()) for i in range(len(source))]
+    assert all(n == window for n in lengths[:-1]) and 1 <= lengths[-1] <= window
+    # Sequences start mid-word: "def f(x):\n    return ..." repeated puts a sequence start inside "return".
+    starts = np.cumsum([0] + lengths[:-1])
+    assert any(data[s - 1 : s + 1].isalpha() for s in starts[1:])
