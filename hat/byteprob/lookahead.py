@@ -222,21 +222,19 @@ class LookaheadTable(TokenIndex):
     def neighbours(self, left: int, ids: np.ndarray) -> np.ndarray:
         """Boolean mask over `ids`: whether BPE(bytes(left) + bytes(r)) == [left, r] for each r (the pair test;
         computed for the pairs asked for only, and cached per left token)."""
-        known = self._pairs.get(left)
+        known = self._pairs.get(left)  # per right token: 0 not asked yet, 1 not a neighbour, 2 a neighbour
         if known is None:
-            known = np.zeros((2, self.tokenizer.vocab_size), bool)  # [asked, neighbour] per right token
-            self._pairs[left] = known
+            known = self._pairs[left] = np.zeros(self.tokenizer.vocab_size, np.int8)
             if len(self._pairs) > self.cache_size:
                 self._pairs.popitem(last=False)
         else:
             self._pairs.move_to_end(left)
-        missing = ids[~known[0, ids]]
+        missing = ids[known[ids] == 0]
         if len(missing):
             # A pair holds only canonical tokens (were one side not its own BPE, neither would be the pair's).
             valid = self.tokenizer.pair_tests(left, missing) & self.canonical[missing] & self.canonical[left]
-            known[1, missing] = valid
-            known[0, missing] = True
-        return known[1, ids]
+            known[missing] = np.where(valid, 2, 1)
+        return known[ids] == 2
 
     def _starts(self, sig: str, completions: tuple[str, ...]) -> list[tuple[int, ...]]:
         """Chunk starts inside `sig` (interior; an unfinished last character's start counts) under every

@@ -275,6 +275,8 @@ def _word_lengths(data: bytes, max_word_bytes: int | None, special_bytes: bytes 
 
 def _text_word_lengths(data: bytes, max_word_bytes: int | None) -> np.ndarray:
     """Byte lengths of the words of ``data`` (no special bytes) as int64."""
+    if max_word_bytes == 1:  # words are non-empty and at most one byte: every byte is a word (no split needed)
+        return np.ones(len(data), np.int64)
     lengths = _uncut_word_lengths(data)[0]
     if max_word_bytes is None:
         return lengths
