@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from support import REPO, TEXT_FILES, cli, golden
+from support import REPO, TEXT_FILES, cli, golden, load_script
 
 from hat.checkpoint import Checkpointer
 from hat.compress import arithmetic as ac
@@ -488,3 +488,10 @@ def test_eqinfo_config_needs_a_matching_token_model():
         kind_of(load_config(REPO / "configs/eqinfo_tiny.yaml", ["data.eqinfo.token_bits=16"]))
     config = load_config(REPO / "configs/eqinfo_tiny.yaml", ["data.eqinfo.token_bits=16", "model.vocab_size=65536"])
     assert config.data.format == "eqinfo" and config.data.eqinfo.window_bits == 16
+
+
+def test_coder_benchmark_decodes_every_symbol_it_coded():
+    """`benchmarks/compress.py`'s coder throughput: windows that overflow or fill up close as EqualInfoAC's do, and
+    the decoder (which raises on any other symbol) gets every symbol back."""
+    result = load_script("compress", folder="benchmarks").coder_throughput(4096, lanes=64, seed=5)
+    assert result["symbols"] == 4096 and result["decode_symbols_per_s"] > 0
