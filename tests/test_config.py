@@ -136,3 +136,11 @@ def test_configs_of_older_checkpoints_still_load():
     tree = to_dict(load_config(None))
     tree["model"]["remat"] = True  # before remat policies
     assert config_from_dict(tree).model.remat == "full"
+
+
+def test_an_odd_pooling_head_dim_is_one_line_naming_the_fix():
+    # 192 // 9 = 21: the rotary embedding splits head dims in halves (configs/hat_from_smollm2.yaml once had this).
+    with pytest.raises(ConfigError, match="must be even for its rotary embedding: set model.pooling.head_dim"):
+        kind_of(load_config(None, ["model.encoder.hidden_size=192", "model.pooling.num_heads=9",
+                                   "model.pooling.num_kv_heads=3"]))  # fmt: skip
+    kind_of(load_config(CONFIG_DIR / "hat_from_smollm2.yaml"))

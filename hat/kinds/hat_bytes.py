@@ -11,7 +11,7 @@ from hat.config import Config, check_stack
 from hat.data.layout import ContextRules
 from hat.kinds.base import require
 from hat.kinds.byte_data import ByteModelKind
-from hat.models import flops_per_byte
+from hat.models import flops_per_byte, pooling_head_dim
 from hat.sampling import Session
 from hat.sessions import HatSession, UncachedSession
 from hat.text import SpecialTokenError, SpecialTokens
@@ -33,6 +33,12 @@ class HatKind(ByteModelKind):
             not model.tie_embeddings,
             "model.tie_embeddings is for flat models (byte_lm, token_lm): HAT's byte embedding and head have "
             "different widths",
+        )
+        pool_head_dim = pooling_head_dim(model)
+        require(
+            pool_head_dim % 2 == 0 and pool_head_dim > 0,
+            f"the pooling's head dim ({pool_head_dim} = model.encoder.hidden_size // model.pooling.num_heads unless "
+            "model.pooling.head_dim is set) must be even for its rotary embedding: set model.pooling.head_dim",
         )
         cross = model.decoder_cross_attention
         require(
