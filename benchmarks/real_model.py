@@ -260,7 +260,7 @@ def hat_arm(gguf: Path, work: Path, steps: int) -> dict[str, object]:
         [sys.executable, "train.py", str(config), "--dry-run", "--json", *overrides],
         check=True, capture_output=True, text=True, env=env, cwd=REPO,
     )  # fmt: skip
-    result["dry_run"] = json.loads(dry.stdout.strip().splitlines()[-1])
+    result["dry_run"] = json.loads(dry.stdout[dry.stdout.index("\n{") + 1 if not dry.stdout.startswith("{") else 0 :])
     metrics = work / "stage1" / "metrics.jsonl"
     start = time.perf_counter()
     subprocess.run(
