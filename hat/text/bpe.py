@@ -94,7 +94,28 @@ def _byte_chars(chunk: bytes) -> str:
     return chunk.decode("latin-1").translate(_TO_BYTE_CHARS)
 
 
-class BPETokenizer:
+class TokenBytes:
+    """What a byte-level tokenizer's `token_bytes[id]` (b"" for end-of-text and special tokens) gives: token
+    lengths, the longest token, decoding. Shared by hat's own `BPETokenizer` and foreign `HFByteBPE` files."""
+
+    token_bytes: list[bytes]
+
+    @cached_property
+    def token_lengths(self) -> np.ndarray:
+        """Bytes per token (int32, vocab_size; 0 for tokens without bytes)."""
+        return np.array([len(b) for b in self.token_bytes], np.int32)
+
+    @property
+    def max_token_bytes(self) -> int:
+        """The longest token, in bytes."""
+        return int(self.token_lengths.max())
+
+    def decode(self, ids: Iterable[int]) -> bytes:
+        """The bytes of a token sequence (tokens without bytes decode to nothing)."""
+        return b"".join(self.token_bytes[i] for i in ids)
+
+
+class BPETokenizer(TokenBytes):
     """A byte-level BPE tokenizer: `encode(bytes) -> ids`, `decode(ids) -> bytes`, `token_bytes[id]`.
 
     Id 0 is `<|endoftext|>` (`eot_id`; decodes to no bytes); every other id decodes to a non-empty byte string and
@@ -123,16 +144,6 @@ class BPETokenizer:
             if index != EOT_ID:
                 self.token_bytes[index] = bytes(_CHAR_TO_BYTE[c] for c in token)
 
-    @cached_property
-    def token_lengths(self) -> np.ndarray:
-        """Bytes per token (int32, vocab_size; 0 for end-of-text)."""
-        return np.array([len(b) for b in self.token_bytes], np.int32)
-
-    @property
-    def max_token_bytes(self) -> int:
-        """The longest token, in bytes."""
-        return int(self.token_lengths.max())
-
     def encode(self, data: bytes) -> list[int]:
         """The canonical encoding of `data` (any bytes): BPE of each chunk, concatenated."""
         if not data:
@@ -147,10 +158,6 @@ class BPETokenizer:
         for i, encoding in zip(nonempty, self._bpe.encode_batch([chunked[i] for i in nonempty], is_pretokenized=True)):
             out[i] = encoding.ids
         return out
-
-    def decode(self, ids: Iterable[int]) -> bytes:
-        """The bytes of a token sequence (end-of-text decodes to nothing)."""
-        return b"".join(self.token_bytes[i] for i in ids)
 
     def save(self, path: str | Path) -> None:
         """Writes tokenizer.json atomically: `path` holds the previous file or the new one, never a part of it; a

@@ -15,7 +15,7 @@ tokens never come out of text: `encode` treats their spelling as ordinary text, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -23,7 +23,15 @@ import numpy as np
 import regex
 from tokenizers import Tokenizer
 
-from hat.text.bpe import BYTE_CHARS, BPETokenizer, TokenizerError, _byte_chars, has_hat_rule, load_tokenizer
+from hat.text.bpe import (
+    BYTE_CHARS,
+    BPETokenizer,
+    TokenBytes,
+    TokenizerError,
+    _byte_chars,
+    has_hat_rule,
+    load_tokenizer,
+)
 
 # The pattern ByteLevel's own `use_regex` applies (GPT-2's).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -62,7 +70,7 @@ def _check_step(step: dict) -> list[str]:
     raise TokenizerError(f"unsupported pre-tokenizer step {json.dumps(step)[:200]}")
 
 
-class HFByteBPE:
+class HFByteBPE(TokenBytes):
     """A foreign byte-level BPE tokenizer (see the module docstring).
 
     `token_bytes[id]` (b"" for special tokens), `vocab_size`, `eot_id` (the document separator: the special token
@@ -133,16 +141,6 @@ class HFByteBPE:
         self._bpe.encode_special_tokens = True
         self._pre = self.hf.pre_tokenizer
 
-    @cached_property
-    def token_lengths(self) -> np.ndarray:
-        """Bytes per token (int32, vocab_size; 0 for special tokens)."""
-        return np.array([len(b) for b in self.token_bytes], np.int32)
-
-    @property
-    def max_token_bytes(self) -> int:
-        """The longest token, in bytes."""
-        return int(self.token_lengths.max())
-
     def encode(self, data: bytes) -> list[int]:
         """The canonical encoding of UTF-8 text (HF's own pipeline; special-token spellings are plain text)."""
         return self.encode_batch([data])[0]
@@ -211,10 +209,6 @@ class HFByteBPE:
     def chunk_starts(self, text: str) -> list[int]:
         """Character offsets where the pre-tokenizer starts a chunk of `text` (0 excluded)."""
         return [start for _, (start, _) in self._pre.pre_tokenize_str(text)[1:]] if text else []
-
-    def decode(self, ids: Iterable[int]) -> bytes:
-        """The bytes of a token sequence (special tokens decode to nothing)."""
-        return b"".join(self.token_bytes[i] for i in ids)
 
 
 class MergeSpines:
