@@ -1,18 +1,22 @@
 """EqualInfoAC encode and decode speed, this tree against an earlier revision, in one invocation.
 
     python benchmarks/compress_speed.py --baseline-rev 5263d5c --bytes 131072 --baseline-bytes 4096
+    python benchmarks/compress_speed.py --baseline-rev "" --workers 1 2 --m1 runs/m1_tiny --bytes 1048576
 
 Both revisions run the same command line (`scripts/compress.py encode` and `decode`, each in its own process) on the
 first bytes of the default corpus's held-out split, with two M1 shapes: the default (`configs/m1_tiny.yaml`,
 2 x 128) and the paper's (3 x 256, 4 heads, MLP 1,024). Without `--m1` both are freshly initialised (a trained M1
 codes more bytes per window; speed per byte changes little). The seconds are the ones each command prints for its
-coding, M1's compilation included, process start and checkpoint loading excluded. Every decoded file is compared
-with its input. The load average is printed beside the numbers: on a shared machine they are pessimistic.
+coding, M1's compilation (and with `--workers` above 1 the workers' start) included, process start and checkpoint
+loading excluded. This tree runs once per `--workers` count (`hat-compress --workers`: processes coding at once);
+its files must be identical for every count. Every decoded file is compared with its input. The load average is
+printed beside the numbers: on a shared machine they are pessimistic.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -74,15 +78,20 @@ def run_compress(tree: Path, args: list[str]) -> float:
     return float(re.findall(r"in ([0-9.]+)s", result.stdout)[-1])
 
 
-def measure(tree: Path, m1: Path, text: bytes, work: Path, batch: int, segment_bytes: int) -> dict:
-    """Encode and decode `text` with one revision and one M1; bytes/s each way and whether it round-trips."""
+def measure(
+    tree: Path, m1: Path, text: bytes, work: Path, batch: int, segment_bytes: int, workers: int | None = None
+) -> dict:
+    """Encode and decode `text` with one revision and one M1 (`workers` processes, where the revision has the
+    option); bytes/s each way and whether it round-trips."""
     source, packed, unpacked = work / "in.bin", work / "x.eqac", work / "out.bin"
     source.write_bytes(text)
     spec = ["--window-bits", "16", "--token-bits", "8", "--max-window-bytes", "32", "--m1-batch-size", str(batch),
             "--segment-bytes", str(segment_bytes)]  # fmt: skip
-    encode_s = run_compress(tree, ["encode", str(m1), str(source), str(packed), *spec])
-    decode_s = run_compress(tree, ["decode", str(m1), str(packed), str(unpacked)])
+    parallel = [] if workers is None else ["--workers", str(workers)]
+    encode_s = run_compress(tree, ["encode", str(m1), str(source), str(packed), *spec, *parallel])
+    decode_s = run_compress(tree, ["decode", str(m1), str(packed), str(unpacked), *parallel])
     return {
+        "packed_sha": hashlib.sha256(packed.read_bytes()).hexdigest(),
         "bytes": len(text),
         "compressed_bytes": packed.stat().st_size,
         "encode_s": encode_s,
@@ -96,11 +105,13 @@ def measure(tree: Path, m1: Path, text: bytes, work: Path, batch: int, segment_b
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="EqualInfoAC encode/decode bytes/s, this tree vs a revision.")
-    parser.add_argument("--baseline-rev", default="5263d5c", help="the revision to compare with")
+    parser.add_argument("--baseline-rev", default="5263d5c", help="the revision to compare with ('': none)")
     parser.add_argument("--bytes", type=int, default=131_072, help="bytes coded by this tree")
     parser.add_argument("--baseline-bytes", type=int, default=4096, help="bytes coded by the baseline (slow)")
     parser.add_argument("--batch", type=int, default=256, help="M1 lanes (this tree)")
     parser.add_argument("--baseline-batch", type=int, default=64, help="M1 batch (baseline)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="this tree's worker counts to time")
+    parser.add_argument("--segment-bytes", type=int, default=0, help="segment length (0: bytes / batch, >= 64)")
     parser.add_argument("--m1", help="a trained default-shape M1 to use instead of a fresh one")
     parser.add_argument("--shapes", nargs="+", default=["default", "paper"], choices=["default", "paper"])
     parser.add_argument("--out", default="runs/bench_compress_speed.json")
@@ -109,30 +120,36 @@ def main(argv: list[str] | None = None) -> int:
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        baseline = export_revision(args.baseline_rev, tmp / "baseline")
-        text = heldout_text(max(args.bytes, args.baseline_bytes))
+        baseline = export_revision(args.baseline_rev, tmp / "baseline") if args.baseline_rev else None
+        text = heldout_text(max(args.bytes, args.baseline_bytes if baseline else 0))
+        runs = [("baseline", baseline, args.baseline_bytes, args.baseline_batch, None)] if baseline else []
+        runs += [(f"workers {w}", REPO, args.bytes, args.batch, w) for w in args.workers]
         for shape in args.shapes:
             if shape == "default" and args.m1:
                 m1 = Path(args.m1)
             else:
                 m1 = save_m1(tmp / f"m1_{shape}", PAPER_M1 if shape == "paper" else [])
-            for name, tree, size, batch in (
-                ("baseline", baseline, args.baseline_bytes, args.baseline_batch),
-                ("this tree", REPO, args.bytes, args.batch),
-            ):
+            for name, tree, size, batch, workers in runs:
                 work = tmp / f"{shape}_{name.replace(' ', '_')}"
                 work.mkdir()
-                # As many segments as the batch has lanes: each revision's best case for this input.
-                row = measure(tree, m1, text[:size], work, batch, max(size // batch, 64))
-                row |= {"m1": shape, "revision": name if name == "this tree" else args.baseline_rev, "batch": batch}
+                # Without --segment-bytes, as many segments as the batch has lanes: each revision's best case.
+                segment_bytes = args.segment_bytes or max(size // batch, 64)
+                row = measure(tree, m1, text[:size], work, batch, segment_bytes, workers)
+                revision = args.baseline_rev if name == "baseline" else "this tree"
+                row |= {"m1": shape, "revision": revision, "batch": batch, "workers": workers,
+                        "segment_bytes": segment_bytes}  # fmt: skip
                 results["rows"].append(row)
                 print(
-                    f"{shape:7s} M1, {row['revision']:9s} (batch {batch}): {size:,} bytes, encode "
-                    f"{row['encode_bytes_per_s']:,.0f} B/s, decode {row['decode_bytes_per_s']:,.0f} B/s, "
-                    f"round trip {'exact' if row['round_trip'] else 'FAILED'}; load average "
-                    f"{row['load_average']:.1f}",
+                    f"{shape:7s} M1, {revision:9s} ({name}, batch {batch}, {segment_bytes}-byte segments): "
+                    f"{size:,} bytes, encode {row['encode_bytes_per_s']:,.0f} B/s, decode "
+                    f"{row['decode_bytes_per_s']:,.0f} B/s, round trip {'exact' if row['round_trip'] else 'FAILED'}; "
+                    f"load average {row['load_average']:.1f}",
                     flush=True,
                 )
+            mine = {row["packed_sha"] for row in results["rows"] if row["m1"] == shape and row["workers"]}
+            if len(mine) > 1:
+                print(f"{shape} M1: the worker counts wrote DIFFERENT files", flush=True)
+                results["rows"][-1]["round_trip"] = False
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")

@@ -178,6 +178,9 @@ class EqInfoConfig:
     # Byte budgets of the compressed training and held-out parts (0: all); CPU compression runs at kB/s.
     max_train_bytes: int = 0
     max_heldout_bytes: int = 0
+    # Processes that compress chunks of the corpus at once, each with its own M1 (hat.compress.workers; the tokens
+    # are the same whatever their number). 0: one per CPU core when M1 runs on a CPU, else 1.
+    workers: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -514,6 +517,8 @@ def validate(config: Config) -> None:
         raise ConfigError("data.seq_bytes must exceed model.max_word_bytes so that every word fits a sequence")
     if data.max_words < 2:
         raise ConfigError("data.max_words must be at least 2")
+    if data.eqinfo.workers < 0:
+        raise ConfigError(f"data.eqinfo.workers must be 0 (one per CPU core) or positive, got {data.eqinfo.workers}")
     ngrams = model.ngrams
     if any(n < 1 for n in ngrams.sizes) or len(set(ngrams.sizes)) != len(ngrams.sizes) or ngrams.buckets < 1:
         raise ConfigError(

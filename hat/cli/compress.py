@@ -17,6 +17,14 @@ EXAMPLES = """
 """
 
 
+def _add_workers_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", type=at_least(0), default=0,
+        help="processes coding at once, each with its own M1 (the output is the same whatever their number); "
+        "0: one per CPU core when M1 runs on a CPU, else 1",
+    )
+
+
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
     count = at_least(1)
     parser.add_argument("--window-bits", type=int, default=16, help="b: bits per window (multiple of token bits)")
@@ -26,6 +34,7 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
         "--m1-batch-size", type=count, default=256, help="M1 lanes: segments coded in parallel (part of the format)"
     )
     parser.add_argument("--segment-bytes", type=count, default=4096, help="independent segments coded in parallel")
+    _add_workers_arg(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     dec.add_argument("m1", help="the M1 checkpoint the file was compressed with")
     dec.add_argument("input", help="compressed file")
     dec.add_argument("output", help="decompressed file to write")
+    _add_workers_arg(dec)
     corpus = sub.add_parser("corpus", help="compress a corpus into M2 token arrays (tensorstore, resumable)")
     corpus.add_argument("m1", help="M1 checkpoint (a byte_lm run's workdir or step directory)")
     corpus.add_argument("out_dir", help="directory of the token arrays (rerun with it to resume)")
@@ -54,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from hat.compress.container import decode_file, encode_file, read_header, spec_of
     from hat.compress.data import prepare_token_corpus, take_budget
     from hat.compress.equal_info import M1, WindowSpec
+    from hat.compress.workers import default_workers
     from hat.data import resolve_documents
 
     if args.command == "decode":
@@ -62,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         m1 = M1.from_checkpoint(args.m1, header["m1_batch_size"], header["max_window_bytes"], header["precision"])
         start = time.perf_counter()
         with tqdm(total=header["num_bytes"], unit="B", unit_scale=True, desc="decode") as bar:
-            text = decode_file(m1, blob, bar.update)
+            text = decode_file(m1, blob, bar.update, args.workers or default_workers(m1))
         write_output(args.output, text)
         seconds = time.perf_counter() - start
         print(f"{len(blob):,} -> {len(text):,} bytes ({spec_of(header).window_bits}-bit windows) in {seconds:.1f}s")
@@ -74,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         m1 = M1.from_checkpoint(args.m1, args.m1_batch_size, args.max_window_bytes)
         start = time.perf_counter()
         with tqdm(total=len(data), unit="B", unit_scale=True, desc="encode") as bar:
-            blob = encode_file(m1, data, spec, args.segment_bytes, bar.update)
+            blob = encode_file(m1, data, spec, args.segment_bytes, bar.update, args.workers or default_workers(m1))
         write_output(args.output, blob)
         header, _ = read_header(blob)
         tokens = header["num_windows"] * spec.tokens_per_window
@@ -86,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     docs = take_budget(resolve_documents(args.corpus), args.max_bytes)
     m1 = M1.from_checkpoint(args.m1, args.m1_batch_size, args.max_window_bytes)
-    store = prepare_token_corpus(docs, m1, spec, args.segment_bytes, Path(args.out_dir), "corpus", args.max_bytes)
+    workers = args.workers or default_workers(m1)
+    store = prepare_token_corpus(
+        docs, m1, spec, args.segment_bytes, Path(args.out_dir), "corpus", args.max_bytes, workers
+    )
     print(f"{store.num_bytes:,} bytes -> {store.num_tokens:,} tokens in {store.path}")
     return 0
 

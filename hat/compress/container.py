@@ -26,11 +26,11 @@ from hat.compress.equal_info import (
     CorruptStreamError,
     WindowSpec,
     bytes_to_windows,
-    decode_segments,
     encode_segments,
     split_segments,
     windows_to_bytes,
 )
+from hat.compress.workers import Coders
 
 MAGIC = b"HATEQAC1"
 # 2: the vectorised window coder (arithmetic.WindowCoder) and the lane-cached M1; the device kind in the header.
@@ -41,11 +41,13 @@ DEFAULT_SEGMENT_BYTES = 4096
 
 def encode_file(
     m1: M1, data: bytes, spec: WindowSpec, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, workers: int = 1,
 ) -> bytes:
-    """Compresses `data` (any bytes) into the container format."""
+    """Compresses `data` (any bytes) into the container format, its segments split between `workers` processes
+    (`hat.compress.workers`; the same file whatever their number)."""
     segments = split_segments(data, segment_bytes)
-    windows = encode_segments(m1, segments, spec, progress)
+    with Coders(m1, workers) as coders:
+        windows = coders.encode(segments, spec, progress)
     header = {
         "format_version": FORMAT_VERSION,
         "window_bits": spec.window_bits,
@@ -95,8 +97,9 @@ def spec_of(header: dict[str, Any]) -> WindowSpec:
     return WindowSpec(header["window_bits"], header["token_bits"], header["max_window_bytes"], header["precision"])
 
 
-def decode_file(m1: M1, blob: bytes, progress: Callable[[int], None] | None = None) -> bytes:
-    """Decompresses a container written by `encode_file`; raises `CorruptStreamError` naming the window(s)."""
+def decode_file(m1: M1, blob: bytes, progress: Callable[[int], None] | None = None, workers: int = 1) -> bytes:
+    """Decompresses a container written by `encode_file` (with any number of `workers`, here too); raises
+    `CorruptStreamError` naming the window(s)."""
     header, rest = read_header(blob)
     if header["m1"] != m1.identity:
         raise CorruptStreamError(
@@ -127,7 +130,8 @@ def decode_file(m1: M1, blob: bytes, progress: Callable[[int], None] | None = No
         )
     windows = bytes_to_windows(payload, spec.window_bits)
     counts = [count for count, _ in table]
-    texts = decode_segments(m1, windows, counts, spec, progress=progress)
+    with Coders(m1, workers) as coders:
+        texts = coders.decode(windows, counts, spec, progress)
     first = 0
     out = []
     for index, (count, crc) in enumerate(table):

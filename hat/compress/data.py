@@ -10,7 +10,7 @@ their progress recorded, so an interrupted preparation resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +19,13 @@ from tqdm import tqdm
 from hat.compress.equal_info import (
     M1,
     WINDOW_CODE_VERSION,
+    Windows,
     WindowSpec,
     encode_segments,
     split_segments,
     windows_to_tokens,
 )
+from hat.compress.workers import Coders, default_workers
 from hat.config import Config
 from hat.data import CorpusError, Document
 from hat.data.arrays import Array
@@ -99,31 +101,34 @@ def _document_chunks(docs: Sequence[Document], start: int, max_bytes: int, chunk
         yield index, chunk
 
 
-def _compress(
-    m1: M1, texts: Sequence[bytes], spec: WindowSpec, segment_bytes: int, progress: Callable[[int], None] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The window tokens of `texts` (uint16) and the byte length of each window (int64), segment by segment."""
-    segments = [segment for data in texts for segment in split_segments(data, segment_bytes)]
-    windows = encode_segments(m1, segments, spec, progress)
+def _segments(texts: Sequence[bytes], segment_bytes: int) -> list[bytes]:
+    return [segment for data in texts for segment in split_segments(data, segment_bytes)]
+
+
+def _tokens(windows: Windows, spec: WindowSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The window tokens (uint16) and the byte length of each window (int64)."""
     return windows_to_tokens(windows.values, spec).astype(np.uint16), windows.lengths
 
 
 def prepare_token_corpus(
     docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, cache_dir: Path, name: str,
-    max_bytes: int = 0,
+    max_bytes: int = 0, workers: int = 1,
 ) -> WindowTokens:
     """Compresses `docs` (at most `max_bytes` of them; 0: all) into a token corpus under `cache_dir`; reuses a
-    finished one and resumes an interrupted one (its hidden partial directory, `hat.data.cache.build_once`)."""
+    finished one and resumes an interrupted one (its hidden partial directory, `hat.data.cache.build_once`).
+    Chunks of the corpus are compressed by `workers` processes at once (`hat.compress.workers`): the tokens are the
+    same whatever their number."""
     if not docs:
         raise CorpusError(f"{name}: no documents to compress")
     key = store_key(docs, WINDOW_CODE_VERSION, m1.identity, m1.device, m1.batch_size, spec, segment_bytes, max_bytes)
     final = Path(cache_dir) / f"{name}-eqinfo-{key}"
-    write = lambda out: _write_windows(docs, m1, spec, segment_bytes, out, name, max_bytes)  # noqa: E731
+    write = lambda out: _write_windows(docs, m1, spec, segment_bytes, out, name, max_bytes, workers)  # noqa: E731
     return load_token_corpus(build_once(final, write, resumable=True, what=f"the {name} window tokens"))
 
 
 def _write_windows(
-    docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, out: Path, name: str, max_bytes: int
+    docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, out: Path, name: str, max_bytes: int,
+    workers: int,
 ) -> None:
     writer = TokenStoreWriter(out, WindowTokens, resume=True)
     state = writer.state
@@ -132,11 +137,15 @@ def _write_windows(
         writer.append("window_offsets", np.zeros(1, np.int64))
     total = sum(doc.path.stat().st_size for doc in docs)
     total = min(total, max_bytes) if max_bytes > 0 else total
-    # A few segments per lane, so lanes that finish early idle only at the end of a chunk.
+    # A few segments per lane, so lanes that finish early idle only at the end of a chunk. Each chunk's segments
+    # are numbered from 0 (their lanes), so the chunks are part of the tokens' layout: independent of `workers`.
     chunk_bytes = 4 * m1.batch_size * segment_bytes
-    with tqdm(total=total, initial=state["num_bytes"], unit="B", unit_scale=True, desc=f"compressing {name}") as bar:
-        for done, chunk in _document_chunks(docs, state["documents_done"], max_bytes, chunk_bytes, state["num_bytes"]):
-            tokens, lengths = _compress(m1, chunk, spec, segment_bytes, bar.update)
+    chunks = _document_chunks(docs, state["documents_done"], max_bytes, chunk_bytes, state["num_bytes"])
+    jobs = ((done, _segments(chunk, segment_bytes)) for done, chunk in chunks)
+    bar = tqdm(total=total, initial=state["num_bytes"], unit="B", unit_scale=True, desc=f"compressing {name}")
+    with bar, Coders(m1, workers) as coders:
+        for done, windows in coders.encode_jobs(jobs, spec, bar.update):
+            tokens, lengths = _tokens(windows, spec)
             writer.append("tokens", tokens)
             writer.append("window_offsets", state["num_bytes"] + np.cumsum(lengths))
             state = {"documents_done": done, "num_bytes": state["num_bytes"] + int(lengths.sum())}
@@ -164,7 +173,7 @@ def load_token_corpus(path: str | Path) -> WindowTokens:
 
 def compress_in_memory(m1: M1, texts: Sequence[bytes], spec: WindowSpec, segment_bytes: int) -> WindowTokens:
     """A token corpus of a few byte strings, in numpy arrays (for evaluation)."""
-    tokens, lengths = _compress(m1, texts, spec, segment_bytes)
+    tokens, lengths = _tokens(encode_segments(m1, _segments(texts, segment_bytes), spec), spec)
     offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(lengths)])
     return WindowTokens.in_memory({"tokens_per_window": spec.tokens_per_window}, tokens=tokens, window_offsets=offsets)
 
@@ -190,8 +199,9 @@ def prepare_eqinfo_data(config: Config) -> RunData:
     heldout_docs = take_budget(heldout_docs, eq.max_heldout_bytes)
     cache_dir = cache_directory(config)
     m1, spec = load_m1(config), spec_from_config(config)
+    workers = eq.workers or default_workers(m1)
     prepare = lambda part, budget, name: prepare_token_corpus(  # noqa: E731
-        part, m1, spec, eq.segment_bytes, cache_dir, name, budget
+        part, m1, spec, eq.segment_bytes, cache_dir, name, budget, workers
     )
     train = prepare(train_docs, eq.max_train_bytes, "train")
     heldout = prepare(heldout_docs, eq.max_heldout_bytes, "heldout") if heldout_docs else None

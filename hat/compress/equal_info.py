@@ -112,17 +112,19 @@ class M1:
     the steps run only at positions 1 and on. `step(positions_B, inputs_B)` feeds each lane its window's byte at
     `positions_B >= 1` (a lane at position 1 starts a new window) and returns the quantised next-byte
     distributions, int32 `[batch_size, 256]`, each row summing to `2**precision`. `identity` is a hash of the
-    model config and parameters.
+    model config and parameters; `checkpoint` the path it was loaded from (`from_checkpoint`; None otherwise), which
+    lets worker processes load the same M1 (`hat.compress.workers`).
     """
 
     def __init__(
         self, model: nnx.Module, model_config: dict, batch_size: int, max_window_bytes: int,
-        precision: int = DEFAULT_PRECISION,
+        precision: int = DEFAULT_PRECISION, checkpoint: str | None = None,
     ) -> None:
         if not isinstance(model, FlatLM):
             raise CheckpointError(f"M1 must be a flat byte LM, got {type(model).__name__}")
         self.batch_size, self.max_window_bytes, self.precision = batch_size, max_window_bytes, precision
         self.device = device_name()
+        self.checkpoint = checkpoint
         graphdef, params = nnx.split(model, nnx.Param)
         self.identity = model_identity(model_config, params)
         # Plain arrays: flattening nnx variables on every call costs more than a small step's compute.
@@ -175,7 +177,7 @@ class M1:
                 f"data.eqinfo.m1_checkpoint {path} is a {loaded.config.model.kind} model; M1 must be a byte_lm over "
                 f"{BYTE_VOCAB_SIZE} bytes (train one with configs/m1_tiny.yaml)"
             )
-        return cls(loaded.model, to_dict(loaded.config.model), batch_size, max_window_bytes, precision)
+        return cls(loaded.model, to_dict(loaded.config.model), batch_size, max_window_bytes, precision, str(path))
 
     def _check(self, freqs_BxV: np.ndarray) -> None:
         if np.any(freqs_BxV.sum(axis=1) != 1 << self.precision) or freqs_BxV.min() < 1:
