@@ -100,8 +100,14 @@ def summarize(workdir: Path, start_load: float) -> dict[str, Any]:
     config = load_config(workdir / "config.yaml")
     rows = read_metrics(workdir)
     flops_per_step = step_flops(config)
+    coder_flops_per_byte = m1_flops_per_byte(config)
     curve = [
-        (r["time/train_seconds"], r["time/train_bytes"], r["step"] * flops_per_step, r["eval/bits_per_byte"])
+        (
+            r["time/train_seconds"],
+            r["time/train_bytes"],
+            r["step"] * flops_per_step + r["time/train_bytes"] * coder_flops_per_byte,
+            r["eval/bits_per_byte"],
+        )
         for r in rows
         if "eval/bits_per_byte" in r
     ]
@@ -116,14 +122,27 @@ def summarize(workdir: Path, start_load: float) -> dict[str, Any]:
         "train_seconds": seconds,
         "train_bytes": text_bytes,
         "train_flops": flops,
-        # Forward + backward FLOPs per training byte (3x the forward pass).
+        # Forward + backward FLOPs per training byte (3x the forward pass), plus M1's forward pass for M2.
         "train_flops_per_byte": flops / text_bytes,
+        "m1_flops_per_byte": coder_flops_per_byte,
         "params": params,
         "steps": steps,
         "schedule_steps": config.train.steps,
         "start_load": start_load,
         "curve": curve,
     }
+
+
+def m1_flops_per_byte(config) -> float:
+    """M2 (`data.format: eqinfo`): M1's forward FLOPs per text byte, which the paper adds to M2's (its FLOPs/byte
+    = 2 x non-embedding params / compression ratio + M1's FLOPs/byte); 0 for every other arm."""
+    if config.data.format != "eqinfo":
+        return 0.0
+    from hat.checkpoint.run import load_config_from_checkpoint
+    from hat.kinds import kind_of
+
+    m1_config, _, _ = load_config_from_checkpoint(config.data.eqinfo.m1_checkpoint)
+    return kind_of(m1_config).forward_flops_per_unit(m1_config)
 
 
 def interpolate(curve: list[tuple[float, ...]], axis: int, x: float) -> float:

@@ -419,7 +419,8 @@ def m2_run(m1_dir: Path, eqinfo_corpus: Path, tmp_path_factory) -> Path:
     m2_dir = tmp_path_factory.mktemp("m2")
     eq = [f"data.eqinfo.m1_checkpoint={m1_dir}", "data.eqinfo.max_window_bytes=16", "data.eqinfo.m1_batch_size=8",
           "data.eqinfo.seq_tokens=32", "data.eqinfo.max_train_bytes=4000", "data.eqinfo.max_heldout_bytes=2000",
-          "data.eval_fraction=0.2", "train.peak_flops_per_device=1e9"]  # fmt: skip
+          "data.eval_fraction=0.2", "train.peak_flops_per_device=1e9", "data.script_primer_bytes=0",
+          "train.fit_steps_to_budget=false"]  # fmt: skip
     args = ["configs/eqinfo_tiny.yaml", f"workdir={m2_dir}", f"data.corpus=['{eqinfo_corpus}']", *SMALL, *eq]
     assert cli("train")(args) == 0
     return m2_dir

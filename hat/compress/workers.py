@@ -130,8 +130,8 @@ def split_ranges(num: int, parts: int) -> list[range]:
 class Coders:
     """EqualInfoAC coding with `m1` in this process (`workers=1`) or in `workers` processes that load the same M1
     (only for an M1 loaded by `M1.from_checkpoint`). Use as a context manager: the workers start on first use and
-    stop at exit. Each worker needs at least `m1.batch_size` segments to fill its lanes, so fewer segments use
-    fewer workers."""
+    stop at exit. A file is split into at most as many shares as it has segments per lane (`m1.batch_size`
+    segments fill one round of lanes), so small files are coded in this process."""
 
     def __init__(self, m1: M1, workers: int = 1) -> None:
         if workers < 1:
@@ -187,7 +187,9 @@ class Coders:
             pass
 
     def _shares(self, num_segments: int) -> list[range]:
-        return split_ranges(num_segments, min(self.workers, max(num_segments // self.m1.batch_size, 1)))
+        # Every step runs all lanes, so a worker with a partly filled batch costs as much per step as a full one:
+        # splitting pays only where one process would run more than one segment per lane.
+        return split_ranges(num_segments, min(self.workers, -(-num_segments // self.m1.batch_size)))
 
     def encode(self, segments: Sequence[bytes], spec: WindowSpec, progress: Progress = None) -> Windows:
         """`encode_segments(m1, segments, spec, progress)`, the same windows, over the workers."""
