@@ -70,9 +70,9 @@ def export_revision(rev: str, directory: Path) -> Path:
     return directory / "tree"
 
 
-def run_compress(tree: Path, args: list[str]) -> float:
-    """Runs `scripts/compress.py` of `tree`; returns the seconds it reports."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
+def run_compress(tree: Path, args: list[str], env: dict[str, str] | None = None) -> float:
+    """Runs `scripts/compress.py` of `tree` (in `env`, by default this one's); returns the seconds it reports."""
+    env = dict(env or os.environ, PYTHONPATH=str(tree))
     result = subprocess.run(
         [sys.executable, str(tree / "scripts/compress.py"), *args], env=env, capture_output=True, text=True
     )

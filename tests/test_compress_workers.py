@@ -11,8 +11,8 @@ from hat.checkpoint import Checkpointer
 from hat.compress.container import decode_file, encode_file
 from hat.compress.data import prepare_token_corpus
 from hat.compress.equal_info import M1, WindowSpec, encode_segments, split_segments
-from hat.compress.workers import Coders, split_ranges
-from hat.config import load_config
+from hat.compress.workers import Coders, WorkerError, split_ranges
+from hat.config import ConfigError, load_config
 from hat.data import Document
 from hat.models import build_model
 
@@ -94,3 +94,20 @@ def test_corpus_chunks_in_workers_give_the_same_tokens(m1: M1, tmp_path: Path, m
     assert np.array_equal(two.tokens.read().result(), one.tokens.read().result())
     assert np.array_equal(two.window_offsets.read().result(), one.window_offsets.read().result())
     assert two.num_bytes == sum(d.path.stat().st_size for d in docs)
+
+
+def test_a_negative_worker_count_is_a_config_error():
+    with pytest.raises(ConfigError, match="data.eqinfo.workers"):
+        load_config(REPO / "configs/eqinfo_tiny.yaml", ["data.eqinfo.workers=-1"])
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_load_m1_is_a_one_line_error(m1: M1, tmp_path: Path):
+    # The parent's M1 stays loaded; its checkpoint is gone by the time the workers start.
+    moved = tmp_path / "moved"
+    Path(m1.checkpoint).rename(moved)
+    try:
+        with Coders(m1, workers=2) as pool, pytest.raises(WorkerError, match="--workers 1"):
+            pool.encode(split_segments(_text(3000), 64), SPEC)
+    finally:
+        moved.rename(m1.checkpoint)

@@ -26,6 +26,7 @@ import queue as queue_module
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -127,6 +128,18 @@ def split_ranges(num: int, parts: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
+def _result(future: Future):
+    """A job's result; an exception raised in the worker is raised here (with its traceback), a worker that died or
+    could not start is a `WorkerError`."""
+    try:
+        return future.result()
+    except BrokenProcessPool as error:
+        raise WorkerError(
+            "a compression worker process died or could not start (its error, if any, is printed above); rerun "
+            "with --workers 1 (data.eqinfo.workers=1) to code in this process"
+        ) from error
+
+
 class Coders:
     """EqualInfoAC coding with `m1` in this process (`workers=1`) or in `workers` processes that load the same M1
     (only for an M1 loaded by `M1.from_checkpoint`). Use as a context manager: the workers start on first use and
@@ -172,7 +185,7 @@ class Coders:
         """The futures' results in order, feeding `progress` from the workers' reports meanwhile."""
         while not all(f.done() for f in futures):
             self._drain(progress, timeout=0.2)
-        results = [f.result() for f in futures]  # a worker's exception is raised here, with its traceback
+        results = [_result(f) for f in futures]
         self._drain(progress, timeout=0)
         return results
 
@@ -231,9 +244,9 @@ class Coders:
         jobs = iter(jobs)
         first = next(jobs, None)
         second = next(jobs, None) if self.workers > 1 else None
-        if second is None:  # one worker, or one job: no processes to start
+        if second is None:  # one worker, or one job (split by segment ranges where it has more than one round)
             for tag, segments in itertools.chain([first] if first else [], jobs):
-                yield tag, encode_segments(self.m1, segments, spec, progress)
+                yield tag, self.encode(segments, spec, progress)
             return
         pool = self._start()
         pending: list[tuple[T, Future]] = []
@@ -251,4 +264,4 @@ class Coders:
         self._drain(progress, timeout=0)
         while pending and pending[0][1].done():
             tag, future = pending.pop(0)
-            yield tag, future.result()
+            yield tag, _result(future)
