@@ -74,7 +74,9 @@ def test_workers_give_the_same_windows_and_decode_across_worker_counts(m1: M1, c
     seen: list[int] = []
     blob_two = encode_file(m1, data, SPEC, segment_bytes=64, workers=2, progress=seen.append)
     assert blob_two == blob_one and sum(seen) == len(data)
-    assert decode_file(m1, blob_one, workers=2) == data
+    decoded_bytes: list[int] = []
+    assert decode_file(m1, blob_one, workers=2, progress=decoded_bytes.append) == data
+    assert sum(decoded_bytes) == len(data)
     assert decode_file(m1, blob_two, workers=1) == data
 
 

@@ -101,20 +101,20 @@ class _Reporter:
         self.pending, self.last = 0, time.monotonic()
 
 
-def _encode_task(segments: list[bytes], spec: WindowSpec, segment_ids: list[int]) -> Windows:
+# A task returns its result with the bytes it has not reported yet: a last queue message could arrive after the
+# result, and the progress bar would end short.
+def _encode_task(segments: list[bytes], spec: WindowSpec, segment_ids: list[int]) -> tuple[Windows, int]:
     report = _Reporter()
     windows = encode_segments(_worker_m1, segments, spec, report, segment_ids)
-    report.flush()
-    return windows
+    return windows, report.pending
 
 
 def _decode_task(
     windows: np.ndarray, counts: list[int], spec: WindowSpec, segment_ids: list[int], first_window: int
-) -> list[bytes]:
+) -> tuple[list[bytes], int]:
     report = _Reporter()
     texts = decode_segments(_worker_m1, windows, counts, spec, segment_ids, first_window, report)
-    report.flush()
-    return texts
+    return texts, report.pending
 
 
 def concatenate(parts: Sequence[Windows]) -> Windows:
@@ -128,16 +128,19 @@ def split_ranges(num: int, parts: int) -> list[range]:
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def _result(future: Future):
-    """A job's result; an exception raised in the worker is raised here (with its traceback), a worker that died or
-    could not start is a `WorkerError`."""
+def _result(future: Future, progress: Progress):
+    """A job's result (its unreported bytes go to `progress`); an exception raised in the worker is raised here
+    (with its traceback), a worker that died or could not start is a `WorkerError`."""
     try:
-        return future.result()
+        result, unreported = future.result()
     except BrokenProcessPool as error:
         raise WorkerError(
             "a compression worker process died or could not start (its error, if any, is printed above); rerun "
             "with --workers 1 (data.eqinfo.workers=1) to code in this process"
         ) from error
+    if progress is not None and unreported:
+        progress(unreported)
+    return result
 
 
 class Coders:
@@ -185,7 +188,7 @@ class Coders:
         """The futures' results in order, feeding `progress` from the workers' reports meanwhile."""
         while not all(f.done() for f in futures):
             self._drain(progress, timeout=0.2)
-        results = [_result(f) for f in futures]
+        results = [_result(f, progress) for f in futures]
         self._drain(progress, timeout=0)
         return results
 
@@ -264,4 +267,4 @@ class Coders:
         self._drain(progress, timeout=0)
         while pending and pending[0][1].done():
             tag, future = pending.pop(0)
-            yield tag, _result(future)
+            yield tag, _result(future, progress)
