@@ -23,6 +23,7 @@ import itertools
 import multiprocessing
 import os
 import queue as queue_module
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -73,8 +74,16 @@ _worker_m1: M1 | None = None
 _worker_queue = None
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker outlives a parent that was killed (its queues stay open): it watches for that and exits."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def _start_worker(recipe: M1Recipe, progress_queue) -> None:
     global _worker_m1, _worker_queue
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     m1 = M1.from_checkpoint(recipe.checkpoint, recipe.batch_size, recipe.max_window_bytes, recipe.precision)
     if (m1.identity, m1.device) != (recipe.identity, recipe.device):
         raise WorkerError(
