@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     from hat.compress.container import decode_file, encode_file, read_header, spec_of
     from hat.compress.data import prepare_token_corpus, take_budget
     from hat.compress.equal_info import M1, WindowSpec
-    from hat.compress.workers import default_workers
     from hat.data import resolve_documents
 
     if args.command == "decode":
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         m1 = M1.from_checkpoint(args.m1, header["m1_batch_size"], header["max_window_bytes"], header["precision"])
         start = time.perf_counter()
         with tqdm(total=header["num_bytes"], unit="B", unit_scale=True, desc="decode") as bar:
-            text = decode_file(m1, blob, bar.update, args.workers or default_workers(m1))
+            text = decode_file(m1, blob, bar.update, args.workers)
         write_output(args.output, text)
         seconds = time.perf_counter() - start
         print(f"{len(blob):,} -> {len(text):,} bytes ({spec_of(header).window_bits}-bit windows) in {seconds:.1f}s")
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         m1 = M1.from_checkpoint(args.m1, args.m1_batch_size, args.max_window_bytes)
         start = time.perf_counter()
         with tqdm(total=len(data), unit="B", unit_scale=True, desc="encode") as bar:
-            blob = encode_file(m1, data, spec, args.segment_bytes, bar.update, args.workers or default_workers(m1))
+            blob = encode_file(m1, data, spec, args.segment_bytes, bar.update, args.workers)
         write_output(args.output, blob)
         header, _ = read_header(blob)
         tokens = header["num_windows"] * spec.tokens_per_window
@@ -97,9 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     docs = take_budget(resolve_documents(args.corpus), args.max_bytes)
     m1 = M1.from_checkpoint(args.m1, args.m1_batch_size, args.max_window_bytes)
-    workers = args.workers or default_workers(m1)
     store = prepare_token_corpus(
-        docs, m1, spec, args.segment_bytes, Path(args.out_dir), "corpus", args.max_bytes, workers
+        docs, m1, spec, args.segment_bytes, Path(args.out_dir), "corpus", args.max_bytes, args.workers
     )
     print(f"{store.num_bytes:,} bytes -> {store.num_tokens:,} tokens in {store.path}")
     return 0

@@ -44,7 +44,7 @@ def encode_file(
     progress: Callable[[int], None] | None = None, workers: int = 1,
 ) -> bytes:
     """Compresses `data` (any bytes) into the container format, its segments split between `workers` processes
-    (`hat.compress.workers`; the same file whatever their number)."""
+    (`hat.compress.workers`; 0: one per CPU core on a CPU; the same file whatever their number)."""
     segments = split_segments(data, segment_bytes)
     with Coders(m1, workers) as coders:
         windows = coders.encode(segments, spec, progress)

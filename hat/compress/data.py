@@ -25,7 +25,7 @@ from hat.compress.equal_info import (
     split_segments,
     windows_to_tokens,
 )
-from hat.compress.workers import Coders, default_workers
+from hat.compress.workers import Coders
 from hat.config import Config
 from hat.data import CorpusError, Document
 from hat.data.arrays import Array
@@ -116,8 +116,8 @@ def prepare_token_corpus(
 ) -> WindowTokens:
     """Compresses `docs` (at most `max_bytes` of them; 0: all) into a token corpus under `cache_dir`; reuses a
     finished one and resumes an interrupted one (its hidden partial directory, `hat.data.cache.build_once`).
-    Chunks of the corpus are compressed by `workers` processes at once (`hat.compress.workers`): the tokens are the
-    same whatever their number."""
+    Chunks of the corpus are compressed by `workers` processes at once (`hat.compress.workers`; 0: one per CPU core
+    on a CPU): the tokens are the same whatever their number."""
     if not docs:
         raise CorpusError(f"{name}: no documents to compress")
     key = store_key(docs, WINDOW_CODE_VERSION, m1.identity, m1.device, m1.batch_size, spec, segment_bytes, max_bytes)
@@ -199,9 +199,8 @@ def prepare_eqinfo_data(config: Config) -> RunData:
     heldout_docs = take_budget(heldout_docs, eq.max_heldout_bytes)
     cache_dir = cache_directory(config)
     m1, spec = load_m1(config), spec_from_config(config)
-    workers = eq.workers or default_workers(m1)
     prepare = lambda part, budget, name: prepare_token_corpus(  # noqa: E731
-        part, m1, spec, eq.segment_bytes, cache_dir, name, budget, workers
+        part, m1, spec, eq.segment_bytes, cache_dir, name, budget, eq.workers
     )
     train = prepare(train_docs, eq.max_train_bytes, "train")
     heldout = prepare(heldout_docs, eq.max_heldout_bytes, "heldout") if heldout_docs else None

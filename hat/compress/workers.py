@@ -154,15 +154,15 @@ def _result(future: Future, progress: Progress):
 
 class Coders:
     """EqualInfoAC coding with `m1` in this process (`workers=1`) or in `workers` processes that load the same M1
-    (only for an M1 loaded by `M1.from_checkpoint`). Use as a context manager: the workers start on first use and
-    stop at exit. A file is split into at most as many shares as it has segments per lane (`m1.batch_size`
-    segments fill one round of lanes), so small files are coded in this process."""
+    (0: `default_workers(m1)`; only for an M1 loaded by `M1.from_checkpoint`). Use as a context manager: the
+    workers start on first use and stop at exit. A file is split into at most as many shares as it has segments
+    per lane (`m1.batch_size` segments fill one round of lanes), so small files are coded in this process."""
 
     def __init__(self, m1: M1, workers: int = 1) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+        if workers < 0:
+            raise ValueError(f"workers must be 0 (one per CPU core, `default_workers`) or positive, got {workers}")
         self.m1 = m1
-        self.workers = workers if m1.checkpoint is not None else 1
+        self.workers = (workers or default_workers(m1)) if m1.checkpoint is not None else 1
         self._pool: ProcessPoolExecutor | None = None
         self._queue = None
 
@@ -193,13 +193,12 @@ class Coders:
             )
         return self._pool
 
-    def _wait(self, futures: Sequence[Future], progress: Progress) -> list:
-        """The futures' results in order, feeding `progress` from the workers' reports meanwhile."""
-        while not all(f.done() for f in futures):
+    def _await(self, future: Future, progress: Progress):
+        """The job's result once it is done, feeding `progress` from the workers' reports meanwhile."""
+        while not future.done():
             self._drain(progress, timeout=0.2)
-        results = [_result(f, progress) for f in futures]
         self._drain(progress, timeout=0)
-        return results
+        return _result(future, progress)
 
     def _drain(self, progress: Progress, timeout: float) -> None:
         try:
@@ -223,7 +222,7 @@ class Coders:
             return encode_segments(self.m1, segments, spec, progress)
         pool = self._start()
         futures = [pool.submit(_encode_task, list(segments[r.start : r.stop]), spec, list(r)) for r in shares]
-        return concatenate(self._wait(futures, progress))
+        return concatenate([self._await(f, progress) for f in futures])
 
     def decode(
         self, windows: np.ndarray, counts: Sequence[int], spec: WindowSpec, progress: Progress = None
@@ -246,7 +245,7 @@ class Coders:
             )
             for r in shares
         ]
-        return [text for part in self._wait(futures, progress) for text in part]
+        return [text for f in futures for text in self._await(f, progress)]
 
     def encode_jobs(
         self, jobs: Iterable[tuple[T, Sequence[bytes]]], spec: WindowSpec, progress: Progress = None
@@ -271,9 +270,8 @@ class Coders:
 
     def _ready_in_order(self, pending: list[tuple[T, Future]], progress: Progress) -> Iterator[tuple[T, Windows]]:
         """Waits until the oldest job is done (reporting progress), then yields every finished job at the front."""
-        while not pending[0][1].done():
-            self._drain(progress, timeout=0.2)
-        self._drain(progress, timeout=0)
+        tag, future = pending.pop(0)
+        yield tag, self._await(future, progress)
         while pending and pending[0][1].done():
             tag, future = pending.pop(0)
             yield tag, _result(future, progress)
