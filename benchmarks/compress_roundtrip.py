@@ -62,8 +62,10 @@ def trip(m1: str, name: str, data: bytes, work: Path, encode_args: list[str], de
     spec = ["--window-bits", "16", "--token-bits", "8", "--max-window-bytes", "32"]
     encode_s = run_compress(REPO, ["encode", m1, str(source), str(packed), *spec, *encode_args])
     decode_s = run_compress(REPO, ["decode", m1, str(packed), str(unpacked), *decode_args], decode_env)
-    header = json.loads(packed.read_bytes()[12 : 12 + int.from_bytes(packed.read_bytes()[8:12], "big")])
-    tokens = 2 * header["num_windows"]
+    from hat.compress.container import read_header, spec_of
+
+    header, _ = read_header(packed.read_bytes())
+    tokens = header["num_windows"] * spec_of(header).tokens_per_window
     row = {
         "input": name,
         "bytes": len(data),
