@@ -234,25 +234,38 @@ def check_m1(m1: M1, spec: WindowSpec) -> None:
         )
 
 
-class _LaneQueues:
-    """The segments each lane codes, in order: segment `ids[k]` goes to lane `ids[k] % num_lanes`; segments of size
-    0 are skipped."""
+class _Lanes:
+    """Which segment each lane codes and its part of the segments' concatenation (bytes when encoding, windows when
+    decoding): `segment_B` (-1: the lane is idle), `cursor_B` and `stop_B`. Segment `ids[k]` goes to lane
+    `ids[k] % num_lanes`, each lane takes its segments in order, and segments of size 0 are skipped."""
 
     def __init__(self, ids_N: np.ndarray, sizes_N: np.ndarray, num_lanes: int) -> None:
         keep = np.flatnonzero(sizes_N > 0)
         lanes = ids_N[keep] % num_lanes
-        self.queue = keep[np.lexsort((keep, lanes))]
+        self._queue = keep[np.lexsort((keep, lanes))]
         counts = np.bincount(lanes, minlength=num_lanes)
-        self.next = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self.stop = self.next + counts
+        self._next = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self._stop = self._next + counts
+        self._first_N = np.concatenate([[0], np.cumsum(sizes_N)[:-1]]).astype(np.int64)
+        self._sizes_N = sizes_N
+        self.segment_B = np.full(num_lanes, -1, np.int64)
+        self.cursor_B = np.zeros(num_lanes, np.int64)
+        self.stop_B = np.zeros(num_lanes, np.int64)
+        self._take_next(np.arange(num_lanes))
 
-    def pop(self, lanes: np.ndarray) -> np.ndarray:
-        """The next segment (index into `ids`) of each of `lanes`; -1 where a lane has none left."""
-        has = self.next[lanes] < self.stop[lanes]
-        out = np.full(len(lanes), -1, np.int64)
-        out[has] = self.queue[self.next[lanes[has]]]
-        self.next[lanes[has]] += 1
-        return out
+    def advance(self, lanes: np.ndarray, by: np.ndarray | int) -> None:
+        """Moves the cursors of `lanes` on by `by`; a lane whose segment is used up takes its next one."""
+        self.cursor_B[lanes] += by
+        self._take_next(lanes[self.cursor_B[lanes] == self.stop_B[lanes]])
+
+    def _take_next(self, lanes: np.ndarray) -> None:
+        has = self._next[lanes] < self._stop[lanes]
+        self.segment_B[lanes] = -1
+        self.segment_B[lanes[has]] = self._queue[self._next[lanes[has]]]
+        self._next[lanes[has]] += 1
+        busy = lanes[has]
+        self.cursor_B[busy] = self._first_N[self.segment_B[busy]]
+        self.stop_B[busy] = self.cursor_B[busy] + self._sizes_N[self.segment_B[busy]]
 
 
 @dataclass(frozen=True)
@@ -305,16 +318,13 @@ def encode_segments(
     if not any(segments):
         empty = np.zeros(0, np.int64)
         return Windows(np.zeros(0, dtype), empty, np.zeros(len(segments), np.int64))
-    lanes_B = np.arange(m1.batch_size)
     sizes = np.asarray([len(s) for s in segments], np.int64)
     text = np.frombuffer(b"".join(segments), np.uint8)
-    seg_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     ids_N = np.arange(len(segments)) if segment_ids is None else np.asarray(segment_ids, np.int64)
-    queues = _LaneQueues(ids_N, sizes, m1.batch_size)
+    # Each lane's cursor is the text offset where its current window starts.
+    lanes = _Lanes(ids_N, sizes, m1.batch_size)
+    start_B, segment_B = lanes.cursor_B, lanes.segment_B
     coder = WindowCoder(m1.batch_size, spec.window_bits, spec.precision)
-    segment_B = queues.pop(lanes_B)
-    start_B = np.where(segment_B >= 0, seg_start[np.maximum(segment_B, 0)], 0)
-    end_B = start_B + np.where(segment_B >= 0, sizes[np.maximum(segment_B, 0)], 0)
     position_B = np.zeros(m1.batch_size, np.int64)
     best_length_B = np.zeros(m1.batch_size, np.int64)
     best_value_B = np.zeros(m1.batch_size, dtype)
@@ -338,19 +348,13 @@ def encode_segments(
         best_value_B[active[changed]] = coder.window_value(point[changed]).astype(dtype)
         previous_B[active] = point
         # A single b-bit point left: no later byte can give another fitting codeword (arithmetic module docstring).
-        done = (~fits) | (points == 1) | (position + 1 == spec.max_window_bytes) | (here_L + 1 == end_B[active])
+        done = (~fits) | (points == 1) | (position + 1 == spec.max_window_bytes) | (here_L + 1 == lanes.stop_B[active])
         ended = active[done]
         emitted.append((segment_B[ended].copy(), best_value_B[ended].copy(), best_length_B[ended].copy()))
         position_B[active[~done]] += 1
-        start_B[ended] += best_length_B[ended]
         position_B[ended] = 0
         coder.reset(ended)
-        finished = ended[start_B[ended] == end_B[ended]]
-        if len(finished):
-            segment_B[finished] = queues.pop(finished)
-            has = finished[segment_B[finished] >= 0]
-            start_B[has] = seg_start[segment_B[has]]
-            end_B[has] = start_B[has] + sizes[segment_B[has]]
+        lanes.advance(ended, best_length_B[ended])
         if progress is not None and len(ended):
             progress(int(best_length_B[ended].sum()))
 
@@ -381,13 +385,10 @@ def decode_segments(
     if not len(windows):
         return []
     ids_N = np.arange(len(counts_N)) if segment_ids is None else np.asarray(segment_ids, np.int64)
-    lanes_B = np.arange(m1.batch_size)
-    first_N = np.concatenate([[0], np.cumsum(counts_N)[:-1]]).astype(np.int64)
-    queues = _LaneQueues(ids_N, counts_N, m1.batch_size)
+    # Each lane's cursor is the (global) index of the window it decodes.
+    lanes = _Lanes(ids_N, counts_N, m1.batch_size)
+    window_B = lanes.cursor_B
     coder = WindowCoder(m1.batch_size, spec.window_bits, spec.precision)
-    segment_B = queues.pop(lanes_B)
-    window_B = np.where(segment_B >= 0, first_N[np.maximum(segment_B, 0)], 0)  # global index of the lane's window
-    last_B = window_B + np.where(segment_B >= 0, counts_N[np.maximum(segment_B, 0)], 0)
     position_B = np.zeros(m1.batch_size, np.int64)
     previous_byte_B = np.zeros(m1.batch_size, np.int64)
     decoded: list[tuple[np.ndarray, np.ndarray]] = []  # (window, byte) per step
@@ -412,17 +413,11 @@ def decode_segments(
         position_B[active[~done]] += 1
         position_B[ended] = 0
         coder.reset(ended)
-        window_B[ended] += 1
-        finished = ended[window_B[ended] == last_B[ended]]
-        if len(finished):
-            segment_B[finished] = queues.pop(finished)
-            has = finished[segment_B[finished] >= 0]
-            window_B[has] = first_N[segment_B[has]]
-            last_B[has] = window_B[has] + counts_N[segment_B[has]]
+        lanes.advance(ended, 1)
         if progress is not None:
             progress(len(active))
 
-    _run_lanes(m1, segment_B, position_B, lambda: previous_byte_B, decode)
+    _run_lanes(m1, lanes.segment_B, position_B, lambda: previous_byte_B, decode)
     window_ids = np.concatenate([d[0] for d in decoded])
     order = np.argsort(window_ids, kind="stable")
     data = np.concatenate([d[1] for d in decoded])[order].tobytes()
