@@ -68,6 +68,23 @@ def llama3():
     return build(split_rule(LLAMA3_PATTERN))
 
 
+# Whole chunks of IGNORE_MERGES_TEXTS added as tokens that no merge makes (Llama 3's vocabulary has such tokens):
+# with `ignore_merges` each is one token where it is a whole chunk, and the merges' tokens where it is part of one.
+EXTRA_TOKENS = ["'RE", " y", "123", "\t\r\n", "ab", " abc"]
+IGNORE_MERGES_TEXTS = ["THEY'RE x", " y  \t\r\n", "1234 ab", " abc ab"]
+
+
+@pytest.fixture(scope="module")
+def llama3_ignore_merges():
+    """Llama 3's rule with `ignore_merges`, over the tiny trained vocabulary plus EXTRA_TOKENS."""
+    spec = json.loads(build(split_rule(LLAMA3_PATTERN)).hf.to_str())
+    vocab = spec["model"]["vocab"]
+    for text in EXTRA_TOKENS:
+        vocab.setdefault("".join(BYTE_CHARS[b] for b in text.encode()), max(vocab.values()) + 1)
+    spec["model"]["ignore_merges"] = True
+    return HFByteBPE(spec)
+
+
 @pytest.fixture(scope="module")
 def digits():
     """SmolLM2's rule: each digit alone, then ByteLevel with GPT-2's pattern."""
@@ -138,9 +155,12 @@ class Literal:
         return self._bpe[piece]
 
 
-def brute_force(tok: HFByteBPE, literal: Literal, model, x: bytes, vocab: list[int] | None = None) -> np.ndarray:
+def brute_force(
+    tok: HFByteBPE, literal: Literal, model, x: bytes, vocab: list[int] | None = None, prune: bool = True
+) -> np.ndarray:
     """Next-byte distribution by enumerating every token sequence (over `vocab`, default all tokens) whose bytes
-    agree with x, each cover of x plus one byte checked for validity literally."""
+    agree with x, each cover of x plus one byte checked for validity literally. `prune`: skip sequences with an
+    invalid prefix (valid sequences are closed under prefixes without `ignore_merges`; with it they are not)."""
     vocab = [(i, tok.token_bytes[i]) for i in (range(tok.vocab_size) if vocab is None else vocab)]
     vocab = [(i, b) for i, b in vocab if b]
     n = len(x)
@@ -156,7 +176,7 @@ def brute_force(tok: HFByteBPE, literal: Literal, model, x: bytes, vocab: list[i
         canonical = None
 
     def visit(seq, log_p, length):
-        if seq and seq not in literal.valid(x[:length]):
+        if prune and seq and seq not in literal.valid(x[:length]):
             return
         if length == n and seq == canonical:
             weights[EOT_OUTCOME] += math.exp(log_p + logprobs(seq)[tok.eot_id])
@@ -180,13 +200,14 @@ def prefixes(*texts: str) -> list[bytes]:
     return sorted(out)
 
 
-def check_against_brute_force(tok: HFByteBPE, texts: list[str], seed: int) -> None:
+def check_against_brute_force(tok: HFByteBPE, texts: list[str], seed: int, prune: bool = True) -> None:
     table, literal = LookaheadTable(tok), Literal(tok)
     model = RandomTokenModel(tok.vocab_size, seed=seed)
     for x in prefixes(*texts):
         exact = np.exp(next_byte_logprobs(model, table, x))
         assert abs(exact.sum() - 1.0) < 1e-9
-        np.testing.assert_allclose(exact, brute_force(tok, literal, model, x), atol=1e-6, err_msg=repr(x))
+        expected = brute_force(tok, literal, model, x, prune=prune)
+        np.testing.assert_allclose(exact, expected, atol=1e-6, err_msg=repr(x))
 
 
 # Prefixes ending mid-token, mid-character, inside whitespace runs (before a word, a newline, the end), in
@@ -211,15 +232,36 @@ def test_llama3_equals_brute_force(llama3):
     check_against_brute_force(llama3, LLAMA3_TEXTS, seed=3)
 
 
+def test_ignore_merges_encodes_whole_chunk_tokens(llama3_ignore_merges):
+    """A chunk that is a token is that token (HF's own pipeline); the merges alone make other tokens of it."""
+    tok = llama3_ignore_merges
+    assert tok.ignore_merges
+    for text in EXTRA_TOKENS:
+        data = text.encode()
+        (whole,) = tok.bpe([data])[0]
+        assert tok.token_bytes[whole] == data and tok.merges_only([data])[0] != [whole]
+    assert tok.encode(b" abc ab") == tok.bpe([b" abc"])[0] + tok.merges_only([b" ab"])[0]
+    assert len(tok.encode(b" abcd")) > 1  # one chunk, not a token: the merges encode it
+
+
+@pytest.mark.slow
+def test_llama3_ignore_merges_equals_brute_force(llama3_ignore_merges):
+    """Exact distributions with `ignore_merges` against brute force over every token sequence (no pruning by
+    prefixes: a valid sequence may have an invalid prefix)."""
+    check_against_brute_force(llama3_ignore_merges, IGNORE_MERGES_TEXTS, seed=6, prune=False)
+
+
 @pytest.mark.slow
 def test_digits_equals_brute_force(digits):
     check_against_brute_force(digits, DIGITS_TEXTS, seed=4)
 
 
-def test_streaming_equals_recompute(gpt2):
+@pytest.mark.parametrize("name", ["gpt2", "llama3_ignore_merges"])
+def test_streaming_equals_recompute(name, request):
+    gpt2 = request.getfixturevalue(name)
     table = LookaheadTable(gpt2)
     model = RandomTokenModel(gpt2.vocab_size, seed=5)
-    text = "def  pri 日本 x\n\n y".encode()
+    text = "def  pri 日本 x\n\n y 1234 abc".encode()
     rows, canonical = text_logprobs(model, table, text, block=5)
     stream = table.stream(model)
     for n in range(len(text) + 1):
@@ -300,8 +342,8 @@ def test_loading(tmp_path, gpt2):
     assert isinstance(loaded, HFByteBPE) and loaded.encode(b"it's  x") == gpt2.encode(b"it's  x")
     assert loaded.encode("<|endoftext|>".encode()) != [loaded.eot_id]  # special tokens never come out of text
     spec = json.loads(gpt2.hf.to_str())
-    spec["model"]["ignore_merges"] = True
-    with pytest.raises(TokenizerError, match="ignore_merges"):
+    spec["model"]["dropout"] = 0.1
+    with pytest.raises(TokenizerError, match="dropout"):
         HFByteBPE(spec)
     spec = json.loads(gpt2.hf.to_str())
     spec["pre_tokenizer"] = {"type": "Whitespace"}

@@ -15,6 +15,8 @@ import regex
 from support import cli, load_script
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+from hat.byteprob import RandomTokenModel, text_logprobs
+from hat.byteprob.lookahead import LookaheadTable
 from hat.checkpoint import load_model
 from hat.checkpoint.store import StoreTensors
 from hat.convert.gguf import GGUFFile, GGUFSource, unpermute_rope_rows
@@ -22,6 +24,7 @@ from hat.convert.gguf_tokenizer import LLAMA3_PATTERN, write_gguf_tokenizer
 from hat.convert.layout import to_torch
 from hat.convert.llama import convert_llama
 from hat.text.bpe import BYTE_CHARS
+from hat.text.hf_bpe import load_any_tokenizer
 
 Q = gguf.GGMLQuantizationType
 DIM, LAYERS, HEADS, KV_HEADS, MLP = 256, 2, 4, 2, 512  # K-quants need rows of 256 values
@@ -294,6 +297,17 @@ def test_tokenizer_json_encodes_like_llama_cpp_and_transformers(tmp_path, pre):
         assert ids == _llama_cpp_encode(text, pre, ours), text
         if pre != "smollm" or not regex.search(r"\p{N}", text):
             assert ids == reference.encode(text, add_special_tokens=False), text
+    # hat's exact byte-level machinery takes the written file (Llama 3's `ignore_merges` included): next-byte
+    # distributions sum to 1 and the canonical encoding's probability is the teacher-forced one.
+    foreign = load_any_tokenizer(tmp_path / "ours" / "tokenizer.json")
+    assert foreign.ignore_merges == (pre == "llama-bpe")
+    model = RandomTokenModel(foreign.vocab_size, seed=0)
+    text = "I'm x  +  1234\n\n日本 WE'RE".encode()
+    rows, canonical = text_logprobs(model, LookaheadTable(foreign), text)
+    np.testing.assert_allclose(np.exp(rows).sum(-1), 1.0, atol=1e-9)
+    tokens = foreign.encode(text)
+    expected = sum(model.next_token_logprobs([tuple(tokens[:i])])[0][t] for i, t in enumerate(tokens))
+    assert canonical == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.slow

@@ -8,7 +8,11 @@ the parts of z's chunks inside w:
     t = BPE(c_1) + ... + BPE(c_{m-1}) + BPE(c_m ∩ w)        (c_m: the chunk holding w's last byte)
 
 Tokens never cross a chunk boundary, and the last chunk may continue past w (it is BPE-encoded on the bytes seen
-so far, as BPE's merges inside a prefix run as if the rest were absent). For a prefix-stable rule this is
+so far, as BPE's merges inside a prefix run as if the rest were absent). BPE(c) is the tokenizer's encoding of one
+chunk: the merges' tokens, or with `ignore_merges` (Llama 3) the one token c where c is a token. With
+`ignore_merges` the valid sequences are not closed under prefixes (the merges' tokens of a part that is itself a
+token are invalid, yet grow into a valid longer part), so the stream also keeps those "grown" sequences, which only
+ever continue their last chunk. For a prefix-stable rule this is
 `encode(decode(t)) == t`, the definition of `hat.byteprob.exact`; here the chunk boundaries near the end of w
 depend on what follows (GPT-2's `\\s+(?!\\S)` gives a space to the next word; Llama 3's `\\s*[\\r\\n]+` joins
 a whitespace run with a later newline). A complete document x has one valid encoding, encode(x) (z = x).
@@ -30,6 +34,8 @@ one model call per byte. A cover s + [tau] (s ending at k) is valid when some ch
 continuations allow keeps tau inside one chunk and agrees with s; then tau must be the BPE of its own bytes (a
 chunk starts at k) or a valid BPE neighbour of s's last token (the chunk continues): a BPE encoding is canonical
 exactly when each adjacent token pair is (the pair test of Berglund & van der Merwe 2023, used by ByteSampler).
+With `ignore_merges` every token is valid alone, and a token continues a chunk when, besides the pair test on the
+merges' tokens, the chunk's part so far plus the token is not itself a token.
 """
 
 from __future__ import annotations
@@ -197,9 +203,17 @@ class LookaheadTable(TokenIndex):
         self.tokenizer, self.eot_id, self.cache_size = tokenizer, tokenizer.eot_id, cache_size
         self.classes = CharClasses(tokenizer.literals, tokenizer.contraction_letters_only)
         self._real = self.sorted_ids.tolist()
+        # Which tokens the merges make of their own bytes (the pair test's tokens), and which are valid alone in
+        # their chunk's part: those, or with `ignore_merges` every token (a chunk that is a token is that token).
         self.canonical = np.zeros(tokenizer.vocab_size, bool)
-        for i, ids in zip(self._real, tokenizer.bpe([tokenizer.token_bytes[i] for i in self._real])):
+        for i, ids in zip(self._real, tokenizer.merges_only([tokenizer.token_bytes[i] for i in self._real])):
             self.canonical[i] = ids == [i]
+        self.alone_valid = self.canonical
+        if tokenizer.ignore_merges:
+            self.alone_valid = np.zeros(tokenizer.vocab_size, bool)
+            self.alone_valid[self._real] = True
+        self._token_of = {tokenizer.token_bytes[i]: i for i in self._real}
+        self._completed: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._pairs: OrderedDict[int, np.ndarray] = OrderedDict()
         self._chunkings: dict[tuple, list[tuple[int, ...]]] = {}
         self._fits: dict[tuple, frozenset[tuple[tuple[int, ...], bool]]] = {}
@@ -220,8 +234,8 @@ class LookaheadTable(TokenIndex):
         return LookaheadStream(model, self)
 
     def neighbours(self, left: int, ids: np.ndarray) -> np.ndarray:
-        """Boolean mask over `ids`: whether BPE(bytes(left) + bytes(r)) == [left, r] for each r (the pair test;
-        computed for the pairs asked for only, and cached per left token)."""
+        """Boolean mask over `ids`: whether the merges make [left, r] of bytes(left) + bytes(r) for each r (the
+        pair test; computed for the pairs asked for only, and cached per left token)."""
         known = self._pairs.get(left)  # per right token: 0 not asked yet, 1 not a neighbour, 2 a neighbour
         if known is None:
             known = self._pairs[left] = np.zeros(self.tokenizer.vocab_size, np.int8)
@@ -235,6 +249,21 @@ class LookaheadTable(TokenIndex):
             valid = self.tokenizer.pair_tests(left, missing) & self.canonical[missing] & self.canonical[left]
             known[missing] = np.where(valid, 2, 1)
         return known[ids] == 2
+
+    def completes_token(self, head: bytes, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask over `ids`: whether head + bytes(r) is itself a token (with `ignore_merges` such a chunk
+        part is that one token, so r cannot continue it). Cached per head."""
+        found = self._completed.get(head)
+        if found is None:
+            found = np.zeros(self.tokenizer.vocab_size, bool)
+            for i in self.with_prefix(head, len(head) + 1).tolist():
+                rest = self._token_of.get(self.tokenizer.token_bytes[i][len(head) :])
+                if rest is not None:
+                    found[rest] = True
+            self._completed[head] = found
+            if len(self._completed) > self.cache_size:
+                self._completed.popitem(last=False)
+        return found[ids]
 
     def _starts(self, sig: str, completions: tuple[str, ...]) -> list[tuple[int, ...]]:
         """Chunk starts inside `sig` (interior; an unfinished last character's start counts) under every
@@ -275,12 +304,22 @@ class LookaheadTable(TokenIndex):
 
 @dataclass
 class _State:
-    """A valid sequence decoding to x[:k]: its log probability and the chunkings (absolute interior chunk starts
-    after `final`) that give it."""
+    """A sequence decoding to x[:k] that is valid or can be extended to a valid one: its log probability, the
+    chunkings (absolute interior chunk starts after `final`) under which it is valid, and those under which its
+    last chunk's part is the merges' tokens of its bytes, so that a token can continue that chunk. Without
+    `ignore_merges` the two are the same; with it a last part that is a token is valid only as that token, while
+    the merges' tokens of it can still grow into a valid longer part."""
 
     log_p: float
     final: int
     chunkings: set[tuple[int, ...]] = field(default_factory=set)
+    open_chunkings: set[tuple[int, ...]] = field(default_factory=set)
+
+
+def _kept(chunkings: set[tuple[int, ...]], state_final: int, final: int, k: int) -> set[tuple[int, ...]]:
+    """The chunkings of a state at k (made when its final boundary was `state_final`) that keep the chunks every
+    continuation of the longer text keeps (final boundary `final`), as interior starts after `final`."""
+    return {tuple(b for b in c if b > final) for c in chunkings if state_final == final or final in c or k == final}
 
 
 class LookaheadStream:
@@ -298,6 +337,7 @@ class LookaheadStream:
         self.complete: dict[int, Prefix] = {0: ()}  # encode(data[:k]) where data[:k] ends a character
         self.rows: dict[Prefix, np.ndarray] = {}
         self._piece_cache: dict[bytes, list[int]] = {}
+        self._merges_cache: dict[bytes, list[int]] = {}
         self.model_calls = 0
 
     def __len__(self) -> int:
@@ -328,11 +368,15 @@ class LookaheadStream:
     def lengths(self) -> np.ndarray:
         return self.table.lengths
 
-    def _bpe(self, pieces: Sequence[bytes]) -> list[int]:
-        missing = [p for p in dict.fromkeys(pieces) if p not in self._piece_cache]
-        for p, ids in zip(missing, self.table.tokenizer.bpe(missing)):
-            self._piece_cache[p] = ids
-        return [t for p in pieces for t in self._piece_cache[p]]
+    def _bpe(self, pieces: Sequence[bytes], merges_only: bool = False) -> list[int]:
+        """The tokens of each piece as one chunk (`merges_only`: the merges' tokens), concatenated (cached)."""
+        tokenizer = self.table.tokenizer
+        cache = self._merges_cache if merges_only else self._piece_cache
+        encode = tokenizer.merges_only if merges_only else tokenizer.bpe
+        missing = [p for p in dict.fromkeys(pieces) if p not in cache]
+        for p, ids in zip(missing, encode(missing)):
+            cache[p] = ids
+        return [t for p in pieces for t in cache[p]]
 
     def _cut(self, begin: int, end: int, starts: Sequence[int]) -> list[bytes]:
         edges = [begin, *starts, end]
@@ -361,8 +405,16 @@ class LookaheadStream:
         states: dict[Prefix, _State] = {}
         for c in options:
             inner = tuple(b for b in c if b > final)
-            seq = self._trunk + tuple(self._bpe(self._cut(final, n, inner)))
-            states.setdefault(seq, _State(0.0, final)).chunkings.add(inner)
+            pieces = self._cut(final, n, inner)
+            seq = self._trunk + tuple(self._bpe(pieces))
+            state = states.setdefault(seq, _State(0.0, final))
+            state.chunkings.add(inner)
+            if not self.table.tokenizer.ignore_merges:
+                state.open_chunkings.add(inner)
+                continue
+            # The last part as the merges make it (the same tokens unless that part is a token of its own).
+            grown = seq[: len(seq) - len(self._bpe(pieces[-1:]))] + tuple(self._bpe(pieces[-1:], merges_only=True))
+            states.setdefault(grown, _State(0.0, final)).open_chunkings.add(inner)
         self.states[n] = states
         if not piece.completions:
             first = tuple(b for b in options[0] if b > final)
@@ -429,20 +481,26 @@ class LookaheadStream:
                 # Only states that keep the chunks every continuation of data[:n] keeps.
                 if seq[: len(trunk)] != trunk:
                     continue
-                chunkings = {
-                    tuple(b for b in c if b > final)
-                    for c in state.chunkings
-                    if state.final == final or final in c or k == final
-                }
+                closed, grown = (_kept(c, state.final, final, k) for c in (state.chunkings, state.open_chunkings))
                 starts_ok = np.zeros(len(ids), bool)
-                continues_ok = np.zeros(len(ids), bool)
+                # Per start of the chunk the token continues (it matters with `ignore_merges` only).
+                continues_ok: dict[int, np.ndarray] = {}
                 for piece, members in groups:
                     for inside, starts_chunk in table.fits(context, piece, inside_char):
-                        if tuple(final + context.offsets[b] for b in inside) in chunkings:
-                            (starts_ok if starts_chunk else continues_ok)[members] = True
-                valid = starts_ok & table.canonical[ids]
-                if seq and continues_ok.any():
-                    valid[continues_ok] |= table.neighbours(seq[-1], ids[continues_ok])
+                        absolute = tuple(final + context.offsets[b] for b in inside)
+                        if starts_chunk and absolute in closed:
+                            starts_ok[members] = True
+                        elif not starts_chunk and absolute in grown:
+                            chunk_start = (absolute[-1] if absolute else final) if table.tokenizer.ignore_merges else 0
+                            continues_ok.setdefault(chunk_start, np.zeros(len(ids), bool))[members] = True
+                valid = starts_ok & table.alone_valid[ids]
+                for chunk_start, mask in continues_ok.items():
+                    if not seq:
+                        break
+                    can = table.neighbours(seq[-1], ids[mask])
+                    if table.tokenizer.ignore_merges:
+                        can &= ~table.completes_token(bytes(self.data[chunk_start:k]), ids[mask])
+                    valid[mask] |= can
                 if valid.any():
                     terms.append((k, seq, ids[valid], state.log_p + self.rows[seq][ids[valid]]))
         return terms
@@ -467,7 +525,7 @@ class LookaheadStream:
         n = len(self.data)
         if n == 0:
             return []
-        out = [(seq, state.log_p) for seq, state in self.states[n].items()]
+        out = [(seq, state.log_p) for seq, state in self.states[n].items() if state.chunkings]
         for k, seq, ids, log_w in self.cover_terms(n):
             if k < n:
                 out += [(seq + (int(i),), float(w)) for i, w in zip(ids, log_w)]

@@ -6,8 +6,9 @@ pre-tokenizer's chunk boundaries of a text (HF's own pre-tokenizer). Unlike hat'
 pre-tokenizers look ahead (GPT-2's `\\s+(?!\\S)`, Llama 3's `\\s*[\\r\\n]+`), so a prefix's last chunk boundaries are
 not final until more text arrives; `hat.byteprob.lookahead` handles that.
 
-Supported (anything else is a `TokenizerError`): a BPE model over GPT-2's 256 byte characters without
-`ignore_merges`, dropout, word prefixes/suffixes or a normalizer; a pre-tokenizer made of `Split` (isolated,
+Supported (anything else is a `TokenizerError`): a BPE model over GPT-2's 256 byte characters, with or without
+`ignore_merges` (Llama 3's: a chunk that is itself a token is that token, whatever the merges would make of it),
+without dropout, word prefixes/suffixes or a normalizer; a pre-tokenizer made of `Split` (isolated,
 not inverted), `Digits` and `ByteLevel` (no prefix space) steps; added tokens only as special tokens. Special
 tokens never come out of text: `encode` treats their spelling as ordinary text, and they have no bytes.
 """
@@ -75,7 +76,8 @@ class HFByteBPE(TokenBytes):
 
     `token_bytes[id]` (b"" for special tokens), `vocab_size`, `eot_id` (the document separator: the special token
     spelled as one of `END_OF_TEXT_NAMES`, else `eos_id`, the model's own eos from its metadata),
-    `encode(bytes)` (UTF-8 text only), `bpe(bytes)` (one chunk), `chunk_starts(str)` (character offsets),
+    `encode(bytes)` (UTF-8 text only), `bpe(pieces)` (each one chunk), `merges_only(pieces)` (the same without
+    `ignore_merges`), `ignore_merges`, `chunk_starts(str)` (character offsets),
     `literals` (characters the pre-tokenizer's patterns spell out, case variants included where they ignore case),
     `contraction_letters_only` (every literal letter stands in an apostrophe contraction of at most two letters),
     `missing_bytes` (byte values without a token).
@@ -89,7 +91,7 @@ class HFByteBPE(TokenBytes):
         model = spec.get("model") or {}
         if model.get("type") != "BPE":
             raise TokenizerError(f"{where}: not a BPE tokenizer (model type {model.get('type')!r})")
-        for option in ("ignore_merges", "dropout", "continuing_subword_prefix", "end_of_word_suffix"):
+        for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
             if model.get(option):
                 raise TokenizerError(f"{where}: BPE option {option}={model[option]!r} is not supported")
         if spec.get("normalizer"):
@@ -136,9 +138,14 @@ class HFByteBPE(TokenBytes):
         self._vocab = vocab
         self.hf = Tokenizer.from_str(json.dumps(spec))
         self.hf.encode_special_tokens = True
+        self.ignore_merges = bool(model.get("ignore_merges"))
         bare = dict(spec, pre_tokenizer=None, post_processor=None, normalizer=None, decoder=None)
         self._bpe = Tokenizer.from_str(json.dumps(bare))
         self._bpe.encode_special_tokens = True
+        self._merges_only = self._bpe
+        if self.ignore_merges:
+            self._merges_only = Tokenizer.from_str(json.dumps(dict(bare, model=dict(model, ignore_merges=False))))
+            self._merges_only.encode_special_tokens = True
         self._pre = self.hf.pre_tokenizer
 
     def encode(self, data: bytes) -> list[int]:
@@ -167,10 +174,19 @@ class HFByteBPE(TokenBytes):
         return text
 
     def bpe(self, pieces: Sequence[bytes]) -> list[list[int]]:
-        """BPE of each piece (any bytes, no pre-tokenization): the tokens merges make inside one chunk."""
+        """The encoding of each piece as one chunk (any bytes, no pre-tokenization): the token it is where
+        `ignore_merges` is on and the piece is a token, else the tokens the merges make of it."""
+        return self._encode_chunks(self._bpe, pieces)
+
+    def merges_only(self, pieces: Sequence[bytes]) -> list[list[int]]:
+        """The tokens the merges alone make of each piece (`bpe` without `ignore_merges`)."""
+        return self._encode_chunks(self._merges_only, pieces)
+
+    @staticmethod
+    def _encode_chunks(tokenizer: Tokenizer, pieces: Sequence[bytes]) -> list[list[int]]:
         nonempty = [i for i, p in enumerate(pieces) if p]
         out: list[list[int]] = [[] for _ in pieces]
-        encoded = self._bpe.encode_batch(
+        encoded = tokenizer.encode_batch(
             [[_byte_chars(pieces[i])] for i in nonempty], is_pretokenized=True, add_special_tokens=False
         )
         for i, encoding in zip(nonempty, encoded):
@@ -183,10 +199,11 @@ class HFByteBPE(TokenBytes):
         return [_byte_chars(b) for b in self.token_bytes]
 
     def pair_encodings(self, left: int, rights: Sequence[int]) -> list[list[int]]:
-        """BPE of bytes(left) + bytes(r) for each r (one chunk each): the pair test of `hat.byteprob.lookahead`."""
+        """The merges' tokens of bytes(left) + bytes(r) for each r (one chunk each): the pair test of
+        `hat.byteprob.lookahead`."""
         chars = self.token_chars
         head = chars[left]
-        encoded = self._bpe.encode_batch(
+        encoded = self._merges_only.encode_batch(
             [[head + chars[r]] for r in rights], is_pretokenized=True, add_special_tokens=False
         )
         return [encoding.ids for encoding in encoded]
@@ -197,8 +214,9 @@ class HFByteBPE(TokenBytes):
         return MergeSpines.build(self._merges, self._vocab, self.vocab_size)
 
     def pair_tests(self, left: int, rights: np.ndarray) -> np.ndarray:
-        """Whether BPE(bytes(left) + bytes(r)) == [left, r] for each r, for tokens that are the BPE of their own
-        bytes (others: False). By the merge spines when the merges allow it, else through HF's BPE."""
+        """Whether the merges make [left, r] of bytes(left) + bytes(r) for each r, for tokens the merges make of
+        their own bytes (others: False; `ignore_merges` plays no part). By the merge spines when the merges allow
+        it, else through HF's BPE."""
         if self.spines is not None:
             return self.spines.pair_tests(left, rights)
         out = np.zeros(len(rights), bool)
