@@ -100,10 +100,16 @@ def compare_logits(gguf: Path, store: Path, num_tokens: int) -> dict[str, float]
     )
     with torch.no_grad():
         expected = reference(torch.tensor([ids])).logits[0].numpy()
+        # The same weights in float64: how far each float32 computation is from exact arithmetic.
+        exact = reference.double()(torch.tensor([ids])).logits[0].numpy()
     ours = np.asarray(load_model(store).model(jnp.asarray([ids], jnp.int32)))[0]
     diff = float(np.abs(ours - expected).max())
     scale = float(np.abs(expected).max())
-    return {"tokens": len(ids), "max_abs_diff": diff, "logit_scale": scale, "relative": diff / scale}
+    return {
+        "tokens": len(ids), "max_abs_diff": diff, "logit_scale": scale, "relative": diff / scale,
+        "hat_float32_vs_float64_relative": float(np.abs(ours - exact).max()) / scale,
+        "transformers_float32_vs_float64_relative": float(np.abs(expected - exact).max()) / scale,
+    }  # fmt: skip
 
 
 def score(store: Path, files: list[Path]) -> dict[str, float]:

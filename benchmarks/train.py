@@ -194,6 +194,7 @@ def plot(results: dict[str, dict], zlib_bpb: float, path: Path) -> None:
         ax.set_xlabel(label)
         if axis:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out bits/byte")
     # Every arm's end and zlib in view, with the early curve of the fastest learner: first evaluations can be
