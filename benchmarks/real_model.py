@@ -306,10 +306,11 @@ def hat_arm(gguf: Path, work: Path, budget_s: float, cache_dir: Path, scratch_ru
     )  # fmt: skip
     result["dry_run"] = json.loads(dry.stdout[dry.stdout.index("\n{") + 1 if not dry.stdout.startswith("{") else 0 :])
     print(json.dumps({"dry_run": result["dry_run"]}), flush=True)
-    # A step of this config takes seconds on a CPU: a short warmup leaves the fit steps to spend, and evaluations
+    # A step of this config takes seconds on a CPU: the shortest warmup the fit allows (it times 10 of its steps)
+    # leaves the budget to training, and evaluations
     # every 40 steps (128 sequences: about 45 s each here) draw the curve.
     fitted = [f"train.time_budget_s={budget_s}", "train.fit_steps_to_budget=true"]
-    result["stage1"] = _run_result(*_train(config, [*stage1, *fitted, "train.warmup_steps=10", "train.eval_every=40"]))
+    result["stage1"] = _run_result(*_train(config, [*stage1, *fitted, "train.warmup_steps=15", "train.eval_every=40"]))
     print(json.dumps({"stage1": result["stage1"]}), flush=True)
     if scratch_run is None:
         scratch_run, wall_s = _train(scratch, [f"workdir={work / 'scratch_equal_time'}", *common, *fitted])
