@@ -5,7 +5,8 @@
 
 Times the jitted value-and-gradient of each HAT stage on its own (encoder; pooling; backbone with the decoder
 connector; decoder with the head), of the whole HAT, and of the whole token LM of the BPE config, on random inputs of
-the configs' batch and sequence shapes (milliseconds per call, after compilation). Run it on an idle machine; the
+the configs' batch and sequence shapes (milliseconds per call, after compilation); then each whole training step
+with its config's AdamW update. Run it on an idle machine; the
 load average is printed beside the numbers.
 """
 
@@ -81,12 +82,41 @@ def main(argv: list[str] | None = None) -> int:
     tokens_BxT = jnp.asarray(rng.integers(0, bpe.model.vocab_size, (batch, bpe.data.bpe.seq_tokens)), jnp.int32)
     bpe_loss = lambda p, x: jnp.sum(nnx.merge(bpe_graphdef, p)(x) ** 2) * 1e-6  # noqa: E731
     results["bpe step"] = milliseconds(jax.jit(jax.value_and_grad(bpe_loss)), bpe_params, tokens_BxT)
+    hat_loss = lambda p, x, w: jnp.sum(nnx.merge(graphdef, p)(x, w, num_words) ** 2) * 1e-6  # noqa: E731
+    results["hat step + AdamW"] = with_optimizer(hat_loss, params, cfg.train, args.repeats, bytes_BxT, word_ids_BxT)
+    results["bpe step + AdamW"] = with_optimizer(bpe_loss, bpe_params, bpe.train, args.repeats, tokens_BxT)
 
     print(f"ms per forward + backward (batch {batch}; load average {os.getloadavg()[0]:.2f})")
     for name, value in results.items():
-        print(f"{name:<14} {value:>9.1f}")
+        print(f"{name:<17} {value:>9.1f}")
     print(f"hat step / bpe step: {results['hat step'] / results['bpe step']:.2f}x")
+    print(f"with AdamW (the training step): {results['hat step + AdamW'] / results['bpe step + AdamW']:.2f}x")
     return 0
+
+
+def with_optimizer(loss: Callable, params, train_cfg, repeats: int, *inputs) -> float:
+    """Mean milliseconds of a whole training step: the gradient, the config's AdamW update (with its clipping and
+    weight decay) and the new parameters, state donated as in training."""
+    import jax
+    import optax
+
+    from hat.train.step import make_optimizer
+
+    tx = make_optimizer(train_cfg, params)
+
+    def step(params, opt_state):
+        updates, opt_state = tx.update(jax.grad(loss)(params, *inputs), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    # Copies: donation consumes them, and the caller's parameters are still needed.
+    state = step(jax.tree.map(jax.numpy.copy, params), tx.init(params))
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        state = step(*state)
+    jax.block_until_ready(state)
+    return (time.perf_counter() - start) / repeats * 1e3
 
 
 if __name__ == "__main__":
