@@ -132,9 +132,7 @@ def ensembles(models: dict, texts: list[bytes]) -> dict[str, float]:
         ("product uniform", uniform, "product"),
         ("product w=1", [1.0] * len(names), "product"),
     ]:
-        bits = sum(
-            text_bits(combine([rows[n][i] for n in names], weights, how), t) for i, t in enumerate(texts)
-        )
+        bits = sum(text_bits(combine([rows[n][i] for n in names], weights, how), t) for i, t in enumerate(texts))
         out[label] = bits / total
     # Weights fitted on the other half of the texts (two folds), so no text scores itself.
     bits, fitted = 0.0, []

@@ -260,15 +260,19 @@ def main(argv: list[str] | None = None) -> int:
         paths[-1].write_bytes(text)
     m1_result = full_context_bits_per_byte(args.m1, paths, args.full_context_bytes)
     results["m1_plain"] = m1_result
-    print(f"M1 at full context ({args.full_context_bytes}-byte sequences): {m1_result['bits_per_byte']:.4f} "
-          f"bits/byte; zlib -9 {m1_result['zlib_bits_per_byte']:.4f}")
+    print(
+        f"M1 at full context ({args.full_context_bytes}-byte sequences): {m1_result['bits_per_byte']:.4f} "
+        f"bits/byte; zlib -9 {m1_result['zlib_bits_per_byte']:.4f}"
+    )
     results["m1_window_context"] = []
     for max_window_bytes in sorted(set(args.max_window_bytes)):
         m1 = M1.from_checkpoint(args.m1, args.m1_batch_size, max_window_bytes)
         scored = window_context_bits_per_byte(m1, texts, max_window_bytes)
         results["m1_window_context"].append(scored)
-        print(f"M1 at window contexts ([EOT] + {max_window_bytes}-byte pieces, quantised q): "
-              f"{scored['bits_per_byte']:.4f} bits/byte over {scored['pieces']:,} pieces")
+        print(
+            f"M1 at window contexts ([EOT] + {max_window_bytes}-byte pieces, quantised q): "
+            f"{scored['bits_per_byte']:.4f} bits/byte over {scored['pieces']:,} pieces"
+        )
 
     if args.m2 or args.byte_model:
         from hat.checkpoint import load_model
@@ -279,9 +283,11 @@ def main(argv: list[str] | None = None) -> int:
                 summary = json.loads((Path(path) / "summary.json").read_text())
                 result = evaluate_files(load_model(path), paths) | {"train_seconds": summary["train_seconds"]}
                 results[name] = result
-                print(f"{name} ({path}): {result['bits_per_byte']:.4f} bits/byte on the held-out files after "
-                      f"{summary['train_seconds']:.0f}s of training (step {result['checkpoint_step']})"
-                      + (f"; M1's code {result['m1_bits_per_byte']:.4f}" if "m1_bits_per_byte" in result else ""))
+                print(
+                    f"{name} ({path}): {result['bits_per_byte']:.4f} bits/byte on the held-out files after "
+                    f"{summary['train_seconds']:.0f}s of training (step {result['checkpoint_step']})"
+                    + (f"; M1's code {result['m1_bits_per_byte']:.4f}" if "m1_bits_per_byte" in result else "")
+                )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")

@@ -21,8 +21,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-DRY_RUNS = {"8 GPUs (fsdp=8)": ("configs/hat_llama3_8b.yaml", 8), "TPU pod slice (data=8 x fsdp=32)": (
-    "configs/hat_llama3_8b_pod.yaml", 256)}
+DRY_RUNS = {
+    "8 GPUs (fsdp=8)": ("configs/hat_llama3_8b.yaml", 8),
+    "TPU pod slice (data=8 x fsdp=32)": ("configs/hat_llama3_8b_pod.yaml", 256),
+}
 
 
 def throughput_worker(config_path: str, steps: int, overrides: list[str]) -> dict[str, float]:

@@ -95,9 +95,7 @@ def compare_logits(gguf: Path, store: Path, num_tokens: int) -> dict[str, float]
 
     text = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
     ids = [0, *Tokenizer.from_file(str(store / "tokenizer.json")).encode(text).ids[: num_tokens - 1]]
-    reference = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    reference = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     with torch.no_grad():
         expected = reference(torch.tensor([ids])).logits[0].numpy()
         # The same weights in float64: how far each float32 computation is from exact arithmetic.

@@ -47,8 +47,9 @@ def best_seconds(fn, files: list[bytes], max_word_bytes: int, repeat: int) -> fl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit-mb", type=float, default=None,
-                        help="use only the first N MB of sources (default: all)")
+    parser.add_argument(
+        "--limit-mb", type=float, default=None, help="use only the first N MB of sources (default: all)"
+    )
     parser.add_argument("--max-word-bytes", type=int, default=100, help="word length limit passed to the splitter")
     parser.add_argument("--repeat", type=int, default=1, help="passes per function; the fastest is reported")
     args = parser.parse_args(argv)
@@ -66,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
     lengths = np.concatenate([word_lengths(d, limit) for d in files])
     p50, p90, p99 = np.percentile(lengths, [50, 90, 99])
-    print(f"words {len(lengths)}, mean {lengths.mean():.2f} bytes/word, median {p50:.0f}, p90 {p90:.0f}, "
-          f"p99 {p99:.0f}, max {lengths.max()}, words of exactly {limit} bytes {(lengths == limit).sum()}")
+    print(
+        f"words {len(lengths)}, mean {lengths.mean():.2f} bytes/word, median {p50:.0f}, p90 {p90:.0f}, "
+        f"p99 {p99:.0f}, max {lengths.max()}, words of exactly {limit} bytes {(lengths == limit).sum()}"
+    )
     return 0
 
 

@@ -393,9 +393,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=3)
             hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
-            raise ConfigError(
-                f"unknown config key '{prefix}{key}'{hint} (valid keys here: {', '.join(names)})"
-            )
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint} (valid keys here: {', '.join(names)})")
         field_default = getattr(cls(), key)
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
             # Nested sections override their defaults field by field.

@@ -43,7 +43,11 @@ from hat.text import continues_word, split_words
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def uncached_logits(
-    graphdef: nnx.GraphDef, num_words: int, params: nnx.State, inputs_BxT: jax.Array, word_ids_BxT: jax.Array,
+    graphdef: nnx.GraphDef,
+    num_words: int,
+    params: nnx.State,
+    inputs_BxT: jax.Array,
+    word_ids_BxT: jax.Array,
     positions_B: jax.Array,
 ) -> jax.Array:
     """The model over laid-out windows (`layout_context`); each row's logits at its `positions_B`."""

@@ -70,9 +70,7 @@ def test_cached_token_model_equals_the_recompute(bpe_run):
     recompute = FlatTokenModel(loaded, EOT_ID, batch_size=4)
     # Shared prefixes branch from cached states; the last is past the 32-token context (recompute fallback).
     prefixes = [(), (5, 9, 300), (5, 9), (5, 9, 301, 7), tuple(range(1, 20)), tuple(range(1, 22)), tuple(range(1, 60))]
-    np.testing.assert_allclose(
-        cached.next_token_logprobs(prefixes), recompute.next_token_logprobs(prefixes), atol=2e-5
-    )
+    np.testing.assert_allclose(cached.next_token_logprobs(prefixes), recompute.next_token_logprobs(prefixes), atol=2e-5)
     # Each new token is one step from the longest cached prefix: 3, then 0, 2 (after (5, 9)), 19 and 2.
     assert cached.num_steps == 3 + 0 + 2 + 19 + 2
 

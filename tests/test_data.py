@@ -45,7 +45,11 @@ def test_missing_corpus_path_is_named(tmp_path: Path):
 
 def test_glob_and_directory_sources(text_dir: Path):
     assert {d.path.name for d in resolve_documents(str(text_dir))} == {
-        "a.py", "b.md", "empty.txt", "binary.bin", "longline.txt"
+        "a.py",
+        "b.md",
+        "empty.txt",
+        "binary.bin",
+        "longline.txt",
     }
     assert [d.path.name for d in resolve_documents(str(text_dir / "*.py"))] == ["a.py"]
 
@@ -168,9 +172,7 @@ def test_script_primer_joins_the_training_split_only_and_is_written_once(text_di
     text = primer.decode("utf-8")  # whole characters only
     assert len(primer) >= 20_000 and primer.endswith(b"\n")
     # Most scripts appear, each paragraph keeping to one script's block (and the spaces and punctuation around).
-    scripts = {
-        name for name, (first, last) in SCRIPT_BLOCKS.items() if any(first <= ord(c) <= last for c in text)
-    }
+    scripts = {name for name, (first, last) in SCRIPT_BLOCKS.items() if any(first <= ord(c) <= last for c in text)}
     assert len(scripts) >= len(SCRIPT_BLOCKS) - 2
 
     overrides = [f"data.corpus={text_dir}", f"data.cache_dir={tmp_path}", "data.script_primer_bytes=5000"]

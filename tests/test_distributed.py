@@ -56,9 +56,18 @@ def test_two_processes_train_like_one(tmp_path: Path):
     address = f"127.0.0.1:{free_port()}"
     workers = [
         subprocess.Popen(
-            train_command(tmp_path / "two", cache, *steps, f"distributed.coordinator_address={address}",
-                          "distributed.num_processes=2", f"distributed.process_id={rank}"),
-            env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            train_command(
+                tmp_path / "two",
+                cache,
+                *steps,
+                f"distributed.coordinator_address={address}",
+                "distributed.num_processes=2",
+                f"distributed.process_id={rank}",
+            ),
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for rank in range(2)
     ]

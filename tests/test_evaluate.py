@@ -31,8 +31,10 @@ def test_perturbations_are_seeded_and_hit_about_ten_percent():
     assert 0.05 < 1 - len(deleted) / len(original) < 0.15
     permuted = perturb(TEXT, "permute", np.random.default_rng(4)).decode("utf-8", "surrogateescape")
     assert Counter(permuted) == Counter(original)
-    assert perturb(TEXT, "all_caps", np.random.default_rng(0)) == TEXT.replace(b"\xff\xfe end", b"").decode().upper(
-    ).encode() + b"\xff\xfe END"
+    assert (
+        perturb(TEXT, "all_caps", np.random.default_rng(0))
+        == TEXT.replace(b"\xff\xfe end", b"").decode().upper().encode() + b"\xff\xfe END"
+    )
     with pytest.raises(ValueError, match="unknown perturbation"):
         perturb(TEXT, "shuffle", np.random.default_rng(0))
 

@@ -109,7 +109,7 @@ def test_asyncio_reports_of_abandoned_checkpoint_reads_and_writes_are_dropped_an
 
     Checkpointer(tmp_path / "run")  # installs the filters, as every training, evaluation or export does
     corrupt = ValueError('DATA_LOSS: Error reading "params.x/.zarray" in OCDBT database at local file "/r/": bad')
-    full = ValueError('RESOURCE_EXHAUSTED: Failed to write 9 bytes: No space left on device [os_error_code=\'28\']')
+    full = ValueError("RESOURCE_EXHAUSTED: Failed to write 9 bytes: No space left on device [os_error_code='28']")
     bug = ValueError("a bug in a task of our own")
     for error in [corrupt, full, bug]:
         try:
@@ -227,8 +227,6 @@ def test_a_workdir_that_cannot_be_created_or_written_is_one_line(corpus: Path, t
     (tmp_path / "run" / "config.yaml").mkdir(parents=True)  # a path that cannot be written as a file
     assert cli("train")(train_args(tmp_path / "run", corpus, 2)) == 2
     assert one_line(capsys.readouterr().err).startswith(f"error: cannot write {tmp_path / 'run' / 'config.yaml'}: ")
-
-
 
 
 # --- a full disk -----------------------------------------------------------------------------------------------------

@@ -99,8 +99,9 @@ def test_special_bytes_are_words_of_their_own():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.sampled_from([b"a", b" ", b"\xc0", b"\xc1", b"  ", b"\n", b".", b"\xe6\x97", b"\xa5", b"Zz"]),
-             max_size=16).map(b"".join),
+    st.lists(
+        st.sampled_from([b"a", b" ", b"\xc0", b"\xc1", b"  ", b"\n", b".", b"\xe6\x97", b"\xa5", b"Zz"]), max_size=16
+    ).map(b"".join),
     st.sampled_from([None, 3, 100]),
 )
 def test_special_bytes_keep_the_splitter_guarantees(data: bytes, limit):
@@ -113,7 +114,7 @@ def test_special_bytes_keep_the_splitter_guarantees(data: bytes, limit):
         prefix_starts = np.cumsum([0] + [len(w) for w in split_words(data[:cut], limit, special)])[:-1].tolist()
         assert set(prefix_starts) <= set(starts)  # never a word start the full text lacks
         if words and starts and cut in starts:
-            assert split_words(data[cut:], limit, special) == words[starts.index(cut):]
+            assert split_words(data[cut:], limit, special) == words[starts.index(cut) :]
 
 
 # ---- a released-layout checkpoint written by hand -----------------------------------------------------------------
@@ -137,17 +138,27 @@ def served_shapes() -> dict[str, tuple[int, ...]]:
     cross-attention 4 x 8 (2 kv) in both decoder layers, no cross-attention QK-norm."""
     shapes = {"encoder.embedding_layer.weight": (256, 32), **_llama("encoder.layers.0.", 32, 4, 2, 64)}
     pool = "encoder_connector.cross_attention_encoder_connector."
-    shapes |= {"encoder_connector.latent_query": (1, 1, 48), pool + "q_proj.weight": (48, 48),
-               pool + "k_proj.weight": (16, 32), pool + "v_proj.weight": (16, 32), pool + "o_proj.weight": (48, 48)}
+    shapes |= {
+        "encoder_connector.latent_query": (1, 1, 48),
+        pool + "q_proj.weight": (48, 48),
+        pool + "k_proj.weight": (16, 32),
+        pool + "v_proj.weight": (16, 32),
+        pool + "o_proj.weight": (48, 48),
+    }
     for i in range(2):
         shapes |= _llama(f"backbone.layers.{i}.", 48, 4, 2, 64)
     shapes["decoder_connector.first_word_embedding"] = (1, 1, 48)
     for i in range(2):
         block = f"decoder.decoder_layers.{i}."
         shapes |= _llama(block + "llama_layer.", 32, 4, 2, 64)
-        shapes |= {block + "query_norm.weight": (32,), block + "kv_norm.weight": (48,),
-                   block + "cross_attention.q_proj.weight": (32, 32), block + "cross_attention.k_proj.weight": (16, 48),
-                   block + "cross_attention.v_proj.weight": (16, 48), block + "cross_attention.o_proj.weight": (32, 32)}
+        shapes |= {
+            block + "query_norm.weight": (32,),
+            block + "kv_norm.weight": (48,),
+            block + "cross_attention.q_proj.weight": (32, 32),
+            block + "cross_attention.k_proj.weight": (16, 48),
+            block + "cross_attention.v_proj.weight": (16, 48),
+            block + "cross_attention.o_proj.weight": (32, 32),
+        }
     return shapes | {"layer_norm.weight": (32,), "lm_head.weight": (256, 32)}  # fmt: skip
 
 
@@ -292,8 +303,10 @@ def test_served_shaped_configs_pass_the_vllm_checks():
     for name in ("hat_llama3_8b.yaml", "hat_llama3_8b_pod.yaml"):
         config = load_config(REPO / "configs" / name)
         check_released_runtime(config, "vllm")
-    imported = config_from_released(served_config() | {"sliding_window": 6, "encoder_config": served_config()[
-        "encoder_config"] | {"sliding_window": 6}})
+    imported = config_from_released(
+        served_config()
+        | {"sliding_window": 6, "encoder_config": served_config()["encoder_config"] | {"sliding_window": 6}}
+    )
     check_released_runtime(imported, "vllm")
 
 

@@ -65,7 +65,7 @@ EXAMPLES = [
     ("a  .", ["a", "  ", "."]),
     ("\n...", ["\n", "..."]),
     ("e.g.", ["e.", "g."]),
-    ("\"quoted\"", ["\"", "quoted\""]),
+    ('"quoted"', ['"', 'quoted"']),
     # camelCase cuts only between \p{Ll} and \p{Lu}.
     ("HTTPServer", ["HTTPServer"]),
     ("getHTTPResponse", ["get", "HTTPResponse"]),
@@ -240,7 +240,7 @@ def _reference_uncut(data):
     words = [w.encode("utf-8", "surrogateescape") for w in _reference_text_words(text)]
     if tail:
         if words:
-            words[-1] += data[len(data) - tail:]
+            words[-1] += data[len(data) - tail :]
         else:
             words = [data]
     return words
@@ -271,19 +271,117 @@ def _reference_split(data, limit):
 # Properties.
 
 _PIECES = [
-    "a", "b", "x", "Z", "Q", "0", "7", " ", "  ", "\n", "\r", "\r\n", "\t", "\f", "\v", "\x00", "\x1f",
-    ".", ",", ":", ";", "'", '"', "_", "-", "(", ")", "!", "?", "$", "+", "=", "/", "#",
-    "é", "É", "ß", "ǅ", "İ", "ı", "\U00010400", "\U00010428",  # Ll/Lu/Lt, also outside the BMP.
-    "日", "本", "ア", "カ", "ー", "한", "ก", "々",
-    "א", "ב", "\u05f4", "\u05f3", "ع", "\u0660", "\u0661", "\u066c", "\u060c",  # Hebrew, Arabic + their Mid*.
-    "\u0301", "\u0308", "\u20dd", "\u0e31", "\u200d", "\u200c", "\u00ad", "\u200b", "\u2060", "\ufeff", "\u200e",
-    "\u00a0", "\u202f", "\u2007", "\u3000", "\u2003", "\u1680", "\u2028", "\u2029", "\x85",
-    "\u2044", "\u00b7", "\u2019", "\u2018", "\u2024", "\uff0e", "\uff1a", "\ufe13", "\u0387",
-    "\U0001f600", "\U0001f44d\U0001f3fd", "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\u2764\ufe0f",
-    "\U0001f1e9", "\U0001f1ea", "\U0001f3fb", "\u00a9", "\U0001f3f3\ufe0f\u200d\U0001f308",
+    "a",
+    "b",
+    "x",
+    "Z",
+    "Q",
+    "0",
+    "7",
+    " ",
+    "  ",
+    "\n",
+    "\r",
+    "\r\n",
+    "\t",
+    "\f",
+    "\v",
+    "\x00",
+    "\x1f",
+    ".",
+    ",",
+    ":",
+    ";",
+    "'",
+    '"',
+    "_",
+    "-",
+    "(",
+    ")",
+    "!",
+    "?",
+    "$",
+    "+",
+    "=",
+    "/",
+    "#",
+    "é",
+    "É",
+    "ß",
+    "ǅ",
+    "İ",
+    "ı",
+    "\U00010400",
+    "\U00010428",  # Ll/Lu/Lt, also outside the BMP.
+    "日",
+    "本",
+    "ア",
+    "カ",
+    "ー",
+    "한",
+    "ก",
+    "々",
+    "א",
+    "ב",
+    "\u05f4",
+    "\u05f3",
+    "ع",
+    "\u0660",
+    "\u0661",
+    "\u066c",
+    "\u060c",  # Hebrew, Arabic + their Mid*.
+    "\u0301",
+    "\u0308",
+    "\u20dd",
+    "\u0e31",
+    "\u200d",
+    "\u200c",
+    "\u00ad",
+    "\u200b",
+    "\u2060",
+    "\ufeff",
+    "\u200e",
+    "\u00a0",
+    "\u202f",
+    "\u2007",
+    "\u3000",
+    "\u2003",
+    "\u1680",
+    "\u2028",
+    "\u2029",
+    "\x85",
+    "\u2044",
+    "\u00b7",
+    "\u2019",
+    "\u2018",
+    "\u2024",
+    "\uff0e",
+    "\uff1a",
+    "\ufe13",
+    "\u0387",
+    "\U0001f600",
+    "\U0001f44d\U0001f3fd",
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+    "\u2764\ufe0f",
+    "\U0001f1e9",
+    "\U0001f1ea",
+    "\U0001f3fb",
+    "\u00a9",
+    "\U0001f3f3\ufe0f\u200d\U0001f308",
 ]
-_BROKEN = [b"\xe6", b"\xe6\x97", b"\xf0\x9f", b"\xf0\x9f\x98", b"\xc3", b"\xed\xa0", b"\xf4\x90", b"\xc0", b"\xff",
-           b"\x80", b"\xbf"]
+_BROKEN = [
+    b"\xe6",
+    b"\xe6\x97",
+    b"\xf0\x9f",
+    b"\xf0\x9f\x98",
+    b"\xc3",
+    b"\xed\xa0",
+    b"\xf4\x90",
+    b"\xc0",
+    b"\xff",
+    b"\x80",
+    b"\xbf",
+]
 
 _tricky_text = st.lists(st.sampled_from(_PIECES), max_size=24).map("".join)
 _tricky_bytes = st.lists(
@@ -346,7 +444,7 @@ def test_continuation_needs_only_the_last_word(data, limit):
     for s in range(1, len(data) + 1):
         last = split_words(data[:s], limit)[-1]
         start = s - len(last)
-        assert split_words(last + data[s:], limit) == full[_starts(full).index(start):]
+        assert split_words(last + data[s:], limit) == full[_starts(full).index(start) :]
         for t in (s + 1, s + 2)[: len(data) - s]:
             keeps = _starts(split_words(data[:t], limit))[-1] == start
             assert continues_word(last, data[s:t], limit) == keeps
@@ -360,7 +458,7 @@ def test_cuts_are_greedy_at_character_boundaries(text, limit):
     for word in split_words(data, limit):
         word.decode("utf-8", "surrogatepass")
         if len(split_words(data[pos:], None)[0]) > len(word):
-            next_char = data[pos + len(word):].decode("utf-8", "surrogatepass")[0]
+            next_char = data[pos + len(word) :].decode("utf-8", "surrogatepass")[0]
             assert len(word) + len(next_char.encode("utf-8", "surrogatepass")) > limit
         pos += len(word)
 

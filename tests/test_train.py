@@ -59,11 +59,26 @@ def test_generate_script_writes_a_continuation(hat_run: Path, capsysbinary):
     assert generate([str(hat_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0"]) == 0
     out = capsysbinary.readouterr().out.decode("utf-8")  # invalid bytes are shown as U+FFFD, never raw
     assert out.startswith("def ") and 4 <= len(out) <= 4 + 5 + 1
-    assert generate([str(hat_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0",
-                          "--no-cache"]) == 0
+    assert generate([str(hat_run), "--prompt", "def ", "--max-new-bytes", "5", "--temperature", "0", "--no-cache"]) == 0
     assert capsysbinary.readouterr().out.decode("utf-8") == out
-    assert generate([str(hat_run), "--prompt", "def ", "--prompt", "", "--temperature", "0",
-                          "--max-new-bytes", "5", "--stop", out[4:6] or "x"]) == 0
+    assert (
+        generate(
+            [
+                str(hat_run),
+                "--prompt",
+                "def ",
+                "--prompt",
+                "",
+                "--temperature",
+                "0",
+                "--max-new-bytes",
+                "5",
+                "--stop",
+                out[4:6] or "x",
+            ]
+        )
+        == 0
+    )
     first, second = capsysbinary.readouterr().out.decode("utf-8").split("\n--- 1\n")
     assert first.startswith("--- 0\ndef ") and out[4:6] not in first[len("--- 0\ndef ") :] and second.endswith("\n")
     for bad in (["--max-new-bytes", "0"], ["--top-p", "1.5"], ["--stop", ""]):
@@ -132,8 +147,9 @@ def test_evaluation_equals_the_training_loops_heldout_number(byte_run: Path):
 
 
 @pytest.mark.slow
-def test_evaluation_suite_compares_kinds_in_one_table(hat_run: Path, byte_run: Path, awkward_corpus: Path,
-                                                      tmp_path: Path, capsys):
+def test_evaluation_suite_compares_kinds_in_one_table(
+    hat_run: Path, byte_run: Path, awkward_corpus: Path, tmp_path: Path, capsys
+):
     files = [awkward_corpus / "src0.py", awkward_corpus / "invalid.txt"]
     out = tmp_path / "suite" / "result.json"
     args = [str(hat_run), *map(str, files), "--compare", str(byte_run), "--out", str(out)]

@@ -169,9 +169,7 @@ def fit_mixture_weights(
     text j. Each EM step cannot lower the likelihood; the weights stay positive and sum to 1."""
     log_p_MxN = np.stack(
         [
-            np.concatenate(
-                [r[np.arange(len(t)), np.frombuffer(t, np.uint8)] for r, t in zip(member, texts) if t]
-            )
+            np.concatenate([r[np.arange(len(t)), np.frombuffer(t, np.uint8)] for r, t in zip(member, texts) if t])
             for member in rows
         ]
     )

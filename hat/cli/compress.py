@@ -19,7 +19,9 @@ EXAMPLES = """
 
 def _add_workers_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--workers", type=at_least(0), default=0,
+        "--workers",
+        type=at_least(0),
+        default=0,
         help="processes coding at once, each with its own M1 (the output is the same whatever their number); "
         "0: one per CPU core when M1 runs on a CPU, else 1",
     )

@@ -40,8 +40,12 @@ DEFAULT_SEGMENT_BYTES = 4096
 
 
 def encode_file(
-    m1: M1, data: bytes, spec: WindowSpec, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-    progress: Callable[[int], None] | None = None, workers: int = 1,
+    m1: M1,
+    data: bytes,
+    spec: WindowSpec,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> bytes:
     """Compresses `data` (any bytes) into the container format, its segments split between `workers` processes
     (`hat.compress.workers`; 0: one per CPU core on a CPU; the same file whatever their number)."""

@@ -111,8 +111,14 @@ def _tokens(windows: Windows, spec: WindowSpec) -> tuple[np.ndarray, np.ndarray]
 
 
 def prepare_token_corpus(
-    docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, cache_dir: Path, name: str,
-    max_bytes: int = 0, workers: int = 1,
+    docs: Sequence[Document],
+    m1: M1,
+    spec: WindowSpec,
+    segment_bytes: int,
+    cache_dir: Path,
+    name: str,
+    max_bytes: int = 0,
+    workers: int = 1,
 ) -> WindowTokens:
     """Compresses `docs` (at most `max_bytes` of them; 0: all) into a token corpus under `cache_dir`; reuses a
     finished one and resumes an interrupted one (its hidden partial directory, `hat.data.cache.build_once`).
@@ -127,7 +133,13 @@ def prepare_token_corpus(
 
 
 def _write_windows(
-    docs: Sequence[Document], m1: M1, spec: WindowSpec, segment_bytes: int, out: Path, name: str, max_bytes: int,
+    docs: Sequence[Document],
+    m1: M1,
+    spec: WindowSpec,
+    segment_bytes: int,
+    out: Path,
+    name: str,
+    max_bytes: int,
     workers: int,
 ) -> None:
     writer = TokenStoreWriter(out, WindowTokens, resume=True)

@@ -117,8 +117,13 @@ class M1:
     """
 
     def __init__(
-        self, model: nnx.Module, model_config: dict, batch_size: int, max_window_bytes: int,
-        precision: int = DEFAULT_PRECISION, checkpoint: str | None = None,
+        self,
+        model: nnx.Module,
+        model_config: dict,
+        batch_size: int,
+        max_window_bytes: int,
+        precision: int = DEFAULT_PRECISION,
+        checkpoint: str | None = None,
     ) -> None:
         if not isinstance(model, FlatLM):
             raise CheckpointError(f"M1 must be a flat byte LM, got {type(model).__name__}")
@@ -289,7 +294,10 @@ def _window_dtype(spec: WindowSpec):
 
 
 def _run_lanes(
-    m1: M1, segment_B: np.ndarray, position_B: np.ndarray, inputs_B: Callable[[], np.ndarray],
+    m1: M1,
+    segment_B: np.ndarray,
+    position_B: np.ndarray,
+    inputs_B: Callable[[], np.ndarray],
     code: Callable[[np.ndarray, np.ndarray], None],
 ) -> None:
     """Drives every lane through its windows until no lane has a segment (`code(lanes, freqs_LxV)` codes or
@@ -308,7 +316,10 @@ def _run_lanes(
 
 
 def encode_segments(
-    m1: M1, segments: Sequence[bytes], spec: WindowSpec, progress: Callable[[int], None] | None = None,
+    m1: M1,
+    segments: Sequence[bytes],
+    spec: WindowSpec,
+    progress: Callable[[int], None] | None = None,
     segment_ids: Sequence[int] | None = None,
 ) -> Windows:
     """The windows of each segment (a window never crosses a segment boundary). Segment `segment_ids[k]` (by
@@ -368,8 +379,13 @@ def encode_segments(
 
 
 def decode_segments(
-    m1: M1, windows: np.ndarray | Sequence[int], counts: Sequence[int], spec: WindowSpec,
-    segment_ids: Sequence[int] | None = None, first_window: int = 0, progress: Callable[[int], None] | None = None,
+    m1: M1,
+    windows: np.ndarray | Sequence[int],
+    counts: Sequence[int],
+    spec: WindowSpec,
+    segment_ids: Sequence[int] | None = None,
+    first_window: int = 0,
+    progress: Callable[[int], None] | None = None,
 ) -> list[bytes]:
     """The bytes of each window. `windows` are the windows of segments with `counts[k]` windows each (their ids
     `segment_ids`, by default 0, 1, ...: segment `i` decodes in lane `i % m1.batch_size`, as it was encoded).

@@ -265,4 +265,3 @@ class GGUFSource:
             if self.file.get(key) is not None:
                 extra[out] = self.file.get(key)
         return extra
-

@@ -141,6 +141,7 @@ def open_llama_source(path: str | Path) -> LlamaSource:
         return LlamaSource(
             gguf.spec, gguf.weights, lambda target: write_gguf_tokenizer(gguf.file, target), gguf.manifest_extra()
         )
+
     def copy_tokenizer(target: Path) -> None:
         if (path / "tokenizer.json").is_file():
             shutil.copyfile(path / "tokenizer.json", target)
@@ -205,9 +206,7 @@ def _check_shapes(weights: SafetensorsDir, spec: LlamaSpec, with_head: bool) -> 
         if name not in weights:
             raise ConversionError(f"tensor {name} is missing from {weights.directory}")
         if weights.shape(name) != shape:
-            raise ConversionError(
-                f"tensor {name} has shape {weights.shape(name)} but config.json implies {shape}"
-            )
+            raise ConversionError(f"tensor {name} has shape {weights.shape(name)} but config.json implies {shape}")
 
 
 def convert_llama(

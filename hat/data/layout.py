@@ -84,9 +84,7 @@ def word_ids_of(lengths: list[int] | np.ndarray, rules: ContextRules = HAT_CONTE
     return np.repeat(np.arange(first, len(lengths) + first, dtype=np.int32), np.asarray(lengths, np.int64))
 
 
-def tail_words(
-    lengths: list[int], byte_budget: int, word_budget: int, rules: ContextRules = HAT_CONTEXT
-) -> int:
+def tail_words(lengths: list[int], byte_budget: int, word_budget: int, rules: ContextRules = HAT_CONTEXT) -> int:
     """How many of the last words fit `fits_window(bytes, words, byte_budget, word_budget)` (the longest such
     tail; 0 when not even the last word fits)."""
     total = keep = 0

@@ -32,9 +32,7 @@ def kind_of(config: Config) -> ModelKind:
     kind = KINDS.get(key)
     if kind is None:
         pairs = ", ".join(f"model.kind {m} with data.format {f}" for m, f in KINDS)
-        raise ConfigError(
-            f"model.kind {key[0]} does not run on data.format {key[1]}; the registered kinds are {pairs}"
-        )
+        raise ConfigError(f"model.kind {key[0]} does not run on data.format {key[1]}; the registered kinds are {pairs}")
     kind.check(config)
     return kind
 

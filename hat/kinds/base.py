@@ -154,8 +154,10 @@ class ModelKind(abc.ABC):
         through the exact next-byte chain where that differs from the kind's scorer (token LMs over a
         tokenizer); a kind without one refuses it."""
         if exact:
-            raise KindError(f"{loaded.path}: --exact scores a BPE token LM's next-byte chain; a {self.description} "
-                            "has none (its default scoring is already its exact probability)")
+            raise KindError(
+                f"{loaded.path}: --exact scores a BPE token LM's next-byte chain; a {self.description} "
+                "has none (its default scoring is already its exact probability)"
+            )
         score = self.scorer(loaded, batch_size)(paths, timed=False)
         return {"bits_per_byte": score.bits_per_byte, "bytes": score.bytes, **score.extra}
 

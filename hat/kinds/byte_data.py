@@ -81,7 +81,11 @@ class ByteModelKind(ModelKind):
         if not tokens.mapping:
             return super().generate(loaded, prompts, max_new_bytes, sampling, stop, use_cache)
         pieces = super().generate(
-            loaded, [tokens.encode(p) for p in prompts], max_new_bytes, sampling, [tokens.encode(s) for s in stop],
+            loaded,
+            [tokens.encode(p) for p in prompts],
+            max_new_bytes,
+            sampling,
+            [tokens.encode(s) for s in stop],
             use_cache,
         )
         return ((row, tokens.decode(piece)) for row, piece in pieces)

@@ -75,9 +75,7 @@ class EqualInfoKind(TokenModelKind):
         return corpus.tokens.tolist()
 
     def session(self, loaded: LoadedModel, use_cache: bool = True) -> Session:
-        raise KindError(
-            f"{loaded.path}: an EqualInfoAC M2 samples whole windows, not bytes; use hat.generate.generate"
-        )
+        raise KindError(f"{loaded.path}: an EqualInfoAC M2 samples whole windows, not bytes; use hat.generate.generate")
 
     def generate(
         self,

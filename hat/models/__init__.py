@@ -80,9 +80,7 @@ def count_params(model: nnx.Module) -> dict[str, int]:
         size = math.prod(param.get_value().shape)
         total += size
         keys = tuple(str(key) for key in path)
-        group = next(
-            name for name, prefixes in _PARAM_GROUPS.items() if any(keys[: len(p)] == p for p in prefixes)
-        )
+        group = next(name for name, prefixes in _PARAM_GROUPS.items() if any(keys[: len(p)] == p for p in prefixes))
         counts[group] += size
     return {name: count for name, count in counts.items() if count} | {"total": total}
 

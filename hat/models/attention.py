@@ -91,7 +91,9 @@ def _masked_attention(
     """Dense attention with an explicit boolean mask; any number of leading batch axis (`...`)."""
     head_dim = q_xTxNxH.shape[-1]
     scores_xKxGxTxS = jnp.einsum(
-        "...tkgh,...skh->...kgts", _grouped(q_xTxNxH, k_xSxKxH.shape[-2]), k_xSxKxH,
+        "...tkgh,...skh->...kgts",
+        _grouped(q_xTxNxH, k_xSxKxH.shape[-2]),
+        k_xSxKxH,
         preferred_element_type=jnp.float32,
     ) / jnp.sqrt(jnp.float32(head_dim))
     scores_xKxGxTxS = jnp.where(allowed_xTxS[..., None, None, :, :], scores_xKxGxTxS, _MASKED)

@@ -212,9 +212,7 @@ class DecoderConnector(nnx.Module):
     """The predictive vector of word j is the backbone output at word j - 1; word 0 gets a learned vector."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        self.first_word_embedding = make_param(
-            rngs, normal_init(INIT_STD), (cfg.backbone.hidden_size,), ("embed",)
-        )
+        self.first_word_embedding = make_param(rngs, normal_init(INIT_STD), (cfg.backbone.hidden_size,), ("embed",))
 
     def __call__(self, backbone_BxWxD: jax.Array) -> jax.Array:
         batch, _, dim = backbone_BxWxD.shape

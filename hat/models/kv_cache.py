@@ -60,7 +60,8 @@ class KVCache:
             )
 
         return KVCache(
-            write_rows(self.k_BxSxKxH, k_BxLxKxH), write_rows(self.v_BxSxKxH, v_BxLxKxH),
+            write_rows(self.k_BxSxKxH, k_BxLxKxH),
+            write_rows(self.v_BxSxKxH, v_BxLxKxH),
             write_rows(self.pos_BxS, positions_BxL),
         )
 

@@ -248,9 +248,7 @@ def make_stacked_layers(cfg: TransformerConfig, *, dtype: jnp.dtype, rngs: nnx.R
     return create(rngs)
 
 
-def scan_layers(
-    stacked: DecoderLayer, x_BxTxD: jax.Array, positions_BxT: jax.Array, *, remat: str
-) -> jax.Array:
+def scan_layers(stacked: DecoderLayer, x_BxTxD: jax.Array, positions_BxT: jax.Array, *, remat: str) -> jax.Array:
     """Runs stacked layers with `jax.lax.scan`: one layer is traced and compiled whatever the depth."""
     graphdef, state_L = nnx.split(stacked)
 

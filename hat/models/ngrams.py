@@ -89,9 +89,7 @@ class NgramEmbedding(nnx.Module):
         # A tuple: module attributes that are not arrays end up in the (hashed) graph definition.
         self.sizes = tuple(cfg.sizes)
         self.buckets = cfg.buckets
-        self.table = make_param(
-            rngs, normal_init(INIT_STD), (len(cfg.sizes) * cfg.buckets, dim), ("vocab", "embed")
-        )
+        self.table = make_param(rngs, normal_init(INIT_STD), (len(cfg.sizes) * cfg.buckets, dim), ("vocab", "embed"))
 
     def __call__(self, units_BxT: jax.Array, history_BxH: jax.Array | None = None) -> jax.Array:
         """B x T x dim (float32): the sum of each position's n-gram vectors."""

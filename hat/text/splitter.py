@@ -104,16 +104,23 @@ _SPACE_CHUNK = (
     rf"(?:\x20+{_NON_ASCII_CONT}|\r\n?|\n|[\t\x0b\f]{_NON_ASCII_CONT}|[^\x00-\x7f](?<=[{_SPACE}])(?:{_CONT})*)"
     rf"(?:(?<![{_SPACE}])(?:{_PUNCT_CHUNK})+)?"
 )
-_WORD = regex.compile(
-    rf"\x20?(?:(?:{_CHUNK})(?:{_PUNCT_CHUNK})*|(?:{_PUNCT_CHUNK})+)|{_SPACE_CHUNK}", regex.WORD
-)
+_WORD = regex.compile(rf"\x20?(?:(?:{_CHUNK})(?:{_PUNCT_CHUNK})*|(?:{_PUNCT_CHUNK})+)|{_SPACE_CHUNK}", regex.WORD)
 
 # Classes of ASCII bytes for the vectorised ASCII rule; letters and digits come first.
 _LOWER, _UPPER, _DIGIT, _BLANK, _LF, _CR, _TAB_FF, _PUNCT_BYTE, _OTHER = range(9)
-_CLASS_BYTES = {_LOWER: b"abcdefghijklmnopqrstuvwxyz", _UPPER: b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", _DIGIT: b"0123456789",
-                _BLANK: b" ", _LF: b"\n", _CR: b"\r", _TAB_FF: b"\t\x0b\f", _PUNCT_BYTE: b"!\"#%&'()*,-./:;?@[\\]_{}"}
-_BYTE_CLASS = bytes(next((cls for cls, members in _CLASS_BYTES.items() if byte in members), _OTHER)
-                    for byte in range(256))
+_CLASS_BYTES = {
+    _LOWER: b"abcdefghijklmnopqrstuvwxyz",
+    _UPPER: b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    _DIGIT: b"0123456789",
+    _BLANK: b" ",
+    _LF: b"\n",
+    _CR: b"\r",
+    _TAB_FF: b"\t\x0b\f",
+    _PUNCT_BYTE: b"!\"#%&'()*,-./:;?@[\\]_{}",
+}
+_BYTE_CLASS = bytes(
+    next((cls for cls, members in _CLASS_BYTES.items() if byte in members), _OTHER) for byte in range(256)
+)
 
 
 def _ascii_join(before: int, this: int) -> int:
@@ -129,15 +136,17 @@ def _ascii_join(before: int, this: int) -> int:
     return int(before == _CR and this == _LF)
 
 
-_ASCII_JOIN = bytes(_ascii_join(code >> 4, code & 15) if code >> 4 <= _OTHER and code & 15 <= _OTHER else 0
-                    for code in range(256))
+_ASCII_JOIN = bytes(
+    _ascii_join(code >> 4, code & 15) if code >> 4 <= _OTHER and code & 15 <= _OTHER else 0 for code in range(256)
+)
 
 _NON_ASCII_BYTE = re.compile(rb"[\x80-\xff]")
 _ASCII_LINE = re.compile(rb"\n[\x00-\x09\x0b-\x7f]*\n")
 
 # Bytes a UTF-8 character needs, by its first byte; 1 for bytes that cannot start a multi-byte character.
-_CHAR_BYTES = bytes(2 if 0xC2 <= b <= 0xDF else 3 if 0xE0 <= b <= 0xEF else 4 if 0xF0 <= b <= 0xF4 else 1
-                    for b in range(256))
+_CHAR_BYTES = bytes(
+    2 if 0xC2 <= b <= 0xDF else 3 if 0xE0 <= b <= 0xEF else 4 if 0xF0 <= b <= 0xF4 else 1 for b in range(256)
+)
 _CHAR_BYTES_ARRAY = np.frombuffer(_CHAR_BYTES, dtype=np.uint8)
 
 
@@ -232,7 +241,7 @@ def _resplit_after_cut(data: bytes, start: int, uncut_ends: np.ndarray, max_word
     window = max_word_bytes + 64
     restart = start
     while True:
-        chunk = data[restart:restart + window]
+        chunk = data[restart : restart + window]
         lengths, tail = _uncut_word_lengths(chunk)
         at_end = restart + len(chunk) == len(data)
         word_start = restart
@@ -300,10 +309,10 @@ def _text_word_lengths(data: bytes, max_word_bytes: int | None) -> np.ndarray:
     for k in np.flatnonzero(to_cut):
         if starts[k] < pos:
             continue
-        pieces.append(uncut_ends[np.searchsorted(uncut_ends, pos, "right"):k])
+        pieces.append(uncut_ends[np.searchsorted(uncut_ends, pos, "right") : k])
         ends, pos = _resplit_after_cut(data, int(starts[k]), uncut_ends, max_word_bytes)
         pieces.append(np.array(ends, dtype=np.int64))
-    pieces.append(uncut_ends[np.searchsorted(uncut_ends, pos, "right"):])
+    pieces.append(uncut_ends[np.searchsorted(uncut_ends, pos, "right") :])
     return np.diff(np.concatenate(pieces), prepend=0)
 
 

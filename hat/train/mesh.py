@@ -35,9 +35,7 @@ def initialize_distributed(cfg: DistributedConfig) -> bool:
     if cfg.cpu_collectives != "none":
         # Only affects the CPU backend; GPU and TPU bring their own collectives.
         jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
-    jax.distributed.initialize(
-        coordinator_address=address or None, num_processes=num_processes, process_id=process_id
-    )
+    jax.distributed.initialize(coordinator_address=address or None, num_processes=num_processes, process_id=process_id)
     return True
 
 
@@ -67,9 +65,7 @@ def build_mesh(cfg: ParallelConfig, devices: list[jax.Device] | None = None) -> 
     """The device mesh of `cfg.mesh` over all devices of all processes (auto-sharded axes)."""
     devices = devices if devices is not None else jax.devices()
     shape = resolve_mesh_shape(cfg.mesh, len(devices))
-    return jax.make_mesh(
-        tuple(shape.values()), tuple(shape), axis_types=(AxisType.Auto,) * len(shape), devices=devices
-    )
+    return jax.make_mesh(tuple(shape.values()), tuple(shape), axis_types=(AxisType.Auto,) * len(shape), devices=devices)
 
 
 def build_rules(cfg: ParallelConfig, mesh: Mesh) -> ShardingRules:

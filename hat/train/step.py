@@ -42,9 +42,7 @@ def make_optimizer(cfg: TrainConfig, params: nnx.State | None = None) -> optax.G
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
     adamw = optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip_norm),
-        optax.adamw(
-            learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask
-        ),
+        optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask),
     )
     if not cfg.freeze and not cfg.lr_scale:
         return adamw

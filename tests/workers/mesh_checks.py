@@ -85,9 +85,7 @@ def check_step(workdir: Path) -> dict:
                 for a, b in zip(jax.tree.leaves(ref_params), jax.tree.leaves(host_params))
             ),
             "devices": len(mesh_setup.rules.mesh.devices.flat),
-            "param_sharded": any(
-                not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(new_params)
-            ),
+            "param_sharded": any(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(new_params)),
             "device_sets": sorted(shard_counts),
         }
     return results
