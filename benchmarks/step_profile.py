@@ -6,8 +6,7 @@
 Times the jitted value-and-gradient of each HAT stage on its own (encoder; pooling; backbone with the decoder
 connector; decoder with the head), of the whole HAT, and of the whole token LM of the BPE config, on random inputs of
 the configs' batch and sequence shapes (milliseconds per call, after compilation); then each whole training step
-with its config's AdamW update. Run it on an idle machine; the
-load average is printed beside the numbers.
+with its config's AdamW update. Run it on an idle machine; the load average is printed beside the numbers.
 """
 
 from __future__ import annotations
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     results["hat step + AdamW"] = with_optimizer(hat_loss, params, cfg.train, args.repeats, bytes_BxT, word_ids_BxT)
     results["bpe step + AdamW"] = with_optimizer(bpe_loss, bpe_params, bpe.train, args.repeats, tokens_BxT)
 
-    print(f"ms per forward + backward (batch {batch}; load average {os.getloadavg()[0]:.2f})")
+    print(f"ms per forward + backward, '+ AdamW': the whole step (batch {batch}; load {os.getloadavg()[0]:.2f})")
     for name, value in results.items():
         print(f"{name:<17} {value:>9.1f}")
     print(f"hat step / bpe step: {results['hat step'] / results['bpe step']:.2f}x")
@@ -110,13 +109,13 @@ def with_optimizer(loss: Callable, params, train_cfg, repeats: int, *inputs) -> 
 
     step = jax.jit(step, donate_argnums=(0, 1))
     # Copies: donation consumes them, and the caller's parameters are still needed.
-    state = step(jax.tree.map(jax.numpy.copy, params), tx.init(params))
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        state = step(*state)
-    jax.block_until_ready(state)
-    return (time.perf_counter() - start) / repeats * 1e3
+    state = [jax.tree.map(jax.numpy.copy, params), tx.init(params)]
+
+    def advance():
+        state[:] = step(*state)
+        return state
+
+    return milliseconds(advance, repeats=repeats)
 
 
 if __name__ == "__main__":
